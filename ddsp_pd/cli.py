@@ -1,0 +1,54 @@
+"""The ``ddsp-pd`` command line: one click group, each command in ``ddsp_pd/commands/``."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import click
+
+# Each entry: command name -> module in ddsp_pd.commands that defines a click command `command`.
+# Imported lazily so that `ddsp-pd --help` does not pay for TensorFlow.
+_COMMANDS = {
+    "render": "Render timbre transfer of one audio (or features) file.",
+    "info": "Describe a checkpoint: era, sizes, rates, statistics.",
+    "serve": "Run the OSC service that the Pd patch talks to.",
+    "train": "Train a model on a folder of audio; write a ddsp-format checkpoint.",
+    "patch": "Print where the Pd patches are.",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        try:
+            module = importlib.import_module(f"ddsp_pd.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"ddsp_pd.commands.{name}":
+                return _unavailable(name)
+            raise
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(_COMMANDS.items()))
+
+
+def _unavailable(name: str) -> click.Command:
+    @click.command(name=name, help=_COMMANDS[name])
+    def stub() -> None:
+        raise click.ClickException(f"'{name}' is not available in this version of ddsp-pd.")
+
+    return stub
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ddsp-pd")
+def main() -> None:
+    """DDSP timbre transfer for Pure Data: render from the shell or serve the Pd patch over OSC."""
+    # TensorFlow's C++ start-up chatter is noise for users of a CLI.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
