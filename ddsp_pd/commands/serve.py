@@ -1,0 +1,127 @@
+"""``ddsp-pd serve``: the OSC service the Pd patch talks to (namespace: docs/osc.md)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from ddsp_pd.errors import DdspPdError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@click.command(name="serve")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0 for every interface).",
+)
+@click.option(
+    "-p",
+    "--port",
+    default=9000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="UDP port to listen on (0: any free port, printed at start).",
+)
+@click.option(
+    "-c",
+    "--checkpoint",
+    default=None,
+    metavar="DIR|ZIP|NAME",
+    help="Checkpoint to load at start [default: the shipped default model].",
+)
+@click.option(
+    "--checkpoint-dir",
+    "checkpoint_dirs",
+    multiple=True,
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of checkpoints for /ddsp/checkpoints and names (repeatable) "
+    "[default: the shipped and the user's checkpoint folders].",
+)
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for results [default: <user cache>/ddsp-pd/renders].",
+)
+@click.option(
+    "--keep",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, None),
+    help="Results of each kind kept in the output folder; older ones are deleted.",
+)
+@click.option("--tracker", default=None, help="f0 tracker [default: the engine's default].")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="Logging on stderr.",
+)
+def command(
+    host: str,
+    port: int,
+    checkpoint: str | None,
+    checkpoint_dirs: tuple[Path, ...],
+    output_dir: Path | None,
+    keep: int,
+    tracker: str | None,
+    log_level: str,
+) -> None:
+    """Run the OSC service that the Pd patch talks to, until Ctrl-C or SIGTERM."""
+    from ddsp_pd.server.app import OscService, ServerConfig, configure_logging, serve_until_signal
+
+    configure_logging(log_level)
+    log = logging.getLogger("ddsp_pd.serve")
+    dirs = [d.expanduser() for d in checkpoint_dirs] or None
+    try:
+        engine = _make_engine(tracker, dirs)
+        config = ServerConfig(
+            host=host, port=port, output_dir=output_dir, keep=keep, checkpoint_dirs=dirs
+        )
+        service = OscService(engine, config)
+    except DdspPdError as exc:
+        raise click.ClickException(exc.message) from exc
+    try:
+        info = service.preload(checkpoint)
+        click.echo(
+            f"ddsp-pd serve: checkpoint {info.name} ({info.era}, {info.sample_rate} Hz) "
+            f"from {info.path}"
+        )
+    except DdspPdError as exc:
+        if checkpoint is not None:
+            service.stop()
+            raise click.ClickException(exc.message) from exc
+        click.echo(
+            f"ddsp-pd serve: no checkpoint loaded ({exc.message}); /ddsp/render answers "
+            "with an error until /ddsp/checkpoint chooses one"
+        )
+    host_, port_ = service.address
+    click.echo(
+        f"ddsp-pd serve: listening on udp {host_}:{port_}; results in {service.outputs.folder}"
+    )
+    log.debug("checkpoint folders: %s", dirs or "default")
+    serve_until_signal(service)
+
+
+def _make_engine(tracker: str | None, dirs: list[Path] | None) -> object:
+    try:
+        from ddsp_pd.transfer import Engine
+    except ImportError as exc:
+        raise click.ClickException(f"the render engine is not available: {exc}") from exc
+    if tracker is not None:
+        from ddsp_pd.pitch import TRACKERS
+
+        if tracker not in TRACKERS:
+            raise click.ClickException(
+                f"unknown --tracker {tracker!r}: use one of {', '.join(TRACKERS)}"
+            )
+        return Engine(tracker=tracker, checkpoint_dirs=dirs)
+    return Engine(checkpoint_dirs=dirs)

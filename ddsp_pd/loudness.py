@@ -1,0 +1,151 @@
+"""A-weighted loudness per frame, as ddsp 1.x ("v1") and ddsp >= 2.0 ("v3") compute it.
+
+Both are pure numpy. Frames are processed in blocks so that a long clip never needs the whole
+spectrogram in memory at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+# Squared pole frequencies (Hz^2) of the IEC 61672 A-weighting curve, as librosa uses them.
+_A_POLES_SQ = np.array([12194.217, 20.598997, 107.65265, 737.86223]) ** 2
+
+V1_N_FFT = 2048
+V1_REF_DB = 20.7
+V1_RANGE_DB = 120.0
+V3_N_FFT = 512
+V3_RANGE_DB = 80.0
+
+_BLOCK_FRAMES = 2048
+
+
+def a_weighting_db(frequencies: np.ndarray, min_db: float | None = -80.0) -> np.ndarray:
+    """A-weighting gain in dB at each frequency (Hz), floored at ``min_db`` like librosa's."""
+    f_sq = np.asarray(frequencies, dtype=np.float64) ** 2
+    c0, c1, c2, c3 = _A_POLES_SQ
+    with np.errstate(divide="ignore"):
+        weights = 2.0 + 20.0 * (
+            np.log10(c0)
+            + 2 * np.log10(f_sq)
+            - np.log10(f_sq + c0)
+            - np.log10(f_sq + c1)
+            - 0.5 * np.log10(f_sq + c2)
+            - 0.5 * np.log10(f_sq + c3)
+        )
+    return weights if min_db is None else np.maximum(min_db, weights)
+
+
+def periodic_hann(n: int) -> np.ndarray:
+    """Periodic Hann window of length ``n`` (what tf.signal.stft and librosa.stft use)."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
+def _framed_reduce(
+    padded: np.ndarray,
+    n_fft: int,
+    hop: int,
+    n_frames: int,
+    window: np.ndarray,
+    reduce: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """Apply ``reduce`` to |rfft(window * frame)| of each frame, a block of frames at a time."""
+    frames = sliding_window_view(padded, n_fft)[::hop][:n_frames]
+    out = np.empty(n_frames, dtype=np.float64)
+    for start in range(0, n_frames, _BLOCK_FRAMES):
+        block = frames[start : start + _BLOCK_FRAMES]
+        magnitude = np.abs(np.fft.rfft(block * window, axis=-1))
+        out[start : start + len(block)] = reduce(magnitude)
+    return out
+
+
+def _check(audio: np.ndarray, sample_rate: int, hop: int) -> np.ndarray:
+    audio = np.asarray(audio, dtype=np.float64)
+    if audio.ndim != 1:
+        raise ValueError(f"loudness expects mono audio of shape [n], got shape {audio.shape}")
+    if hop <= 0 or sample_rate <= 0:
+        raise ValueError(f"hop ({hop}) and sample_rate ({sample_rate}) must be positive")
+    return audio
+
+
+def loudness_v3(
+    audio: np.ndarray,
+    sample_rate: int,
+    hop: int,
+    n_fft: int = V3_N_FFT,
+    range_db: float = V3_RANGE_DB,
+) -> np.ndarray:
+    """Loudness of ddsp >= 2.0 (``compute_loudness`` with centred frames, ref_db 0).
+
+    Frames of ``n_fft`` samples every ``hop``, frame i centred on sample ``hop * i`` (the clip
+    is zero-padded by ``n_fft // 2`` on both sides), so there are ``len(audio) // hop + 1``
+    frames. Each bin's power is A-weighted in linear scale and averaged over bins; the mean is
+    converted to dB and clipped below at ``-range_db``.
+
+    Returns float32 dB values, shape ``[len(audio) // hop + 1]``.
+    """
+    audio = _check(audio, sample_rate, hop)
+    half = n_fft // 2
+    padded = np.pad(audio, (half, half))
+    n_frames = (len(padded) - n_fft) // hop + 1
+    weighting = 10.0 ** (a_weighting_db(np.fft.rfftfreq(n_fft, 1.0 / sample_rate)) / 10.0)
+
+    def weighted_mean_power(magnitude: np.ndarray) -> np.ndarray:
+        return np.mean(magnitude**2 * weighting, axis=-1)
+
+    power = _framed_reduce(padded, n_fft, hop, n_frames, periodic_hann(n_fft), weighted_mean_power)
+    floor = 10.0 ** (-range_db / 10.0)
+    db = 10.0 * np.log10(np.maximum(power, floor))
+    return np.maximum(db, -range_db).astype(np.float32)
+
+
+def loudness_v1(
+    audio: np.ndarray,
+    sample_rate: int,
+    hop: int,
+    n_fft: int = V1_N_FFT,
+    range_db: float = V1_RANGE_DB,
+    ref_db: float = V1_REF_DB,
+) -> np.ndarray:
+    """Loudness of ddsp 1.x (``compute_loudness`` with n_fft 2048, ref_db 20.7).
+
+    Frame i covers samples ``[hop * i, hop * i + n_fft)`` (not centred; the clip is
+    zero-padded at the end). Per bin: 20 log10 |S| + A-weighting - ``ref_db``, clipped below
+    at ``-range_db``; the frame's loudness is the mean over bins in dB. ddsp makes
+    ceil(N / hop) frames and then trims (or pads with ``-range_db``) to floor(N / hop).
+
+    Returns float32 dB values, shape ``[len(audio) // hop]``.
+    """
+    audio = _check(audio, sample_rate, hop)
+    n_expected = len(audio) // hop
+    n_stft = -(-len(audio) // hop)
+    padded = np.pad(audio, (0, max(0, (n_stft - 1) * hop + n_fft - len(audio))))
+    a_weight = a_weighting_db(np.fft.rfftfreq(n_fft, 1.0 / sample_rate))
+
+    def mean_weighted_db(magnitude: np.ndarray) -> np.ndarray:
+        db = 20.0 * np.log10(np.maximum(magnitude, 1e-20)) + a_weight - ref_db
+        return np.mean(np.maximum(db, -range_db), axis=-1)
+
+    n_frames = min(n_stft, n_expected)
+    out = np.full(n_expected, -range_db, dtype=np.float64)
+    if n_frames > 0:
+        out[:n_frames] = _framed_reduce(
+            padded, n_fft, hop, n_frames, periodic_hann(n_fft), mean_weighted_db
+        )
+    return out.astype(np.float32)
+
+
+def compute_loudness(audio: np.ndarray, sample_rate: int, hop: int, version: str) -> np.ndarray:
+    """Loudness with ``n_frames = len(audio) // hop`` frames for a model of either era.
+
+    ``version`` is ``'v1'`` (ddsp 1.x and 0.x models) or ``'v3'`` (ddsp >= 2.0); v3's extra
+    final frame is dropped, as ddsp's notebooks do.
+    """
+    if version == "v3":
+        return loudness_v3(audio, sample_rate, hop)[: len(audio) // hop]
+    if version == "v1":
+        return loudness_v1(audio, sample_rate, hop)
+    raise ValueError(f"unknown loudness version {version!r} (expected 'v1' or 'v3')")

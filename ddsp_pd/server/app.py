@@ -1,0 +1,186 @@
+"""Start and stop the OSC service: socket, receiving thread, worker, reply sender, signals."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pythonosc.osc_server import BlockingOSCUDPServer
+
+from ddsp_pd.errors import OutputError
+from ddsp_pd.server.engine import RenderEngine, SettingsFactory, transfer_settings
+from ddsp_pd.server.handlers import Handlers
+from ddsp_pd.server.osc import Dispatcher
+from ddsp_pd.server.outputs import DEFAULT_KEEP, OutputFolder
+from ddsp_pd.server.replies import ReplySender
+from ddsp_pd.server.state import ModelInfo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9000
+#: Kernel receive buffer asked for, so a burst of requests waits instead of being dropped.
+RECEIVE_BUFFER = 1 << 20
+
+
+class _UDPServer(BlockingOSCUDPServer):
+    """python-osc's blocking UDP server, but every datagram reaches the dispatcher.
+
+    python-osc drops datagrams that do not look like OSC before its dispatcher sees them;
+    the contract says they get ``/ddsp/error osc``.
+    """
+
+    allow_reuse_address = False
+    # socketserver's default of 8192 would cut long datagrams into undecodable halves.
+    max_packet_size = 65535
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        return True
+
+    def server_bind(self) -> None:
+        with contextlib.suppress(OSError):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        super().server_bind()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("error while handling a datagram from %s", client_address)
+
+
+@dataclass
+class ServerConfig:
+    """How to run the service."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    output_dir: Path | None = None
+    keep: int = DEFAULT_KEEP
+    checkpoint_dirs: list[Path] | None = None
+    reply_rate: float = 2000.0
+    reply_burst: int = 100
+
+
+def default_output_dir() -> Path:
+    """``<user cache>/renders``."""
+    from ddsp_pd.catalog import user_cache_dir
+
+    return user_cache_dir() / "renders"
+
+
+class OscService:
+    """The whole service; :meth:`start` runs it on background threads, :meth:`stop` ends it."""
+
+    def __init__(
+        self,
+        engine: RenderEngine,
+        config: ServerConfig | None = None,
+        settings_factory: SettingsFactory = transfer_settings,
+    ) -> None:
+        self.config = config or ServerConfig()
+        folder = self.config.output_dir or default_output_dir()
+        self.outputs = OutputFolder(folder, self.config.keep)
+        self.outputs.prepare()
+        try:
+            self._udp = _UDPServer((self.config.host, self.config.port), None)  # type: ignore[arg-type]
+        except OSError as exc:
+            raise OutputError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
+            ) from exc
+        self.replies = ReplySender(
+            self._udp.socket, self.config.reply_rate, self.config.reply_burst
+        )
+        self.handlers = Handlers(
+            engine, self.replies, self.outputs, self.config.checkpoint_dirs, settings_factory
+        )
+        self.handlers.own_address = self.address
+        self.dispatcher = Dispatcher(self.handlers)
+        self._udp._dispatcher = self.dispatcher  # type: ignore[assignment]
+        self._thread = threading.Thread(
+            target=self._udp.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="ddsp-osc-receive",
+            daemon=True,
+        )
+        self._started = False
+        self._stopped = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) the service listens on."""
+        host, port = self._udp.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def worker(self) -> Any:
+        """The render worker (tests wait on it)."""
+        return self.handlers.worker
+
+    def preload(self, checkpoint: str | os.PathLike[str] | None) -> ModelInfo:
+        """Load a checkpoint before serving (``--checkpoint``, or the default with None)."""
+        return self.handlers.preload(checkpoint)
+
+    def start(self) -> None:
+        """Serve on background threads."""
+        self.replies.start()
+        self.handlers.worker.start()
+        self._thread.start()
+        self._started = True
+        log.info("listening for OSC on udp %s:%d", *self.address)
+
+    def stop(self) -> None:
+        """Stop receiving, stop the worker, send what is queued, close the socket."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._started:
+            self._udp.shutdown()
+            self._thread.join(5.0)
+        self.handlers.worker.stop()
+        self.replies.stop()
+        self._udp.server_close()
+        log.info("stopped")
+
+    def __enter__(self) -> OscService:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_until_signal(service: OscService) -> None:
+    """Run ``service`` until Ctrl-C or SIGTERM, then stop it cleanly."""
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        done.set()
+
+    previous = {
+        sig: signal.signal(sig, on_signal)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        if hasattr(signal, sig.name)
+    }
+    try:
+        service.start()
+        while not done.wait(0.5):
+            pass
+    finally:
+        service.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr with the level and the logger's name."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )

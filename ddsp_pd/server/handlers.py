@@ -1,0 +1,356 @@
+"""What each request does: state changes and their replies, and the worker's jobs.
+
+Request handlers run on the receiving thread and return quickly; anything slow (loading a
+checkpoint, extracting features, rendering) becomes a job of the :class:`Worker`. State is
+read and written only while holding the worker's lock, so a render's snapshot and the
+change that supersedes it are ordered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+
+from ddsp_pd import __version__
+from ddsp_pd.catalog import find_checkpoints, resolve_checkpoint
+from ddsp_pd.errors import CancelledError, CheckpointError, DdspPdError, InputError
+from ddsp_pd.server.engine import (
+    RenderEngine,
+    SettingsFactory,
+    adjusted_args,
+    feature_channels,
+    model_info,
+    transfer_settings,
+)
+from ddsp_pd.server.outputs import OutputFolder
+from ddsp_pd.server.replies import ReplySender, Target
+from ddsp_pd.server.state import (
+    MAX_STRING_BYTES,
+    SETTINGS,
+    OscError,
+    RenderParams,
+    ServerState,
+    utf8_len,
+)
+from ddsp_pd.server.worker import FeaturesJob, LoadJob, RenderJob, Worker
+
+log = logging.getLogger(__name__)
+
+#: Silence after each ``/ddsp/checkpoint_entry`` so a long list never floods Pd's buffer.
+LIST_PAUSE_S = 0.002
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_input_file(raw: str) -> Path:
+    """Resolve an input path and check cheaply (the header only) that it is audio.
+
+    Raises:
+        InputError: the path is empty, too long, missing, not a file, or not audio.
+    """
+    if not raw.strip():
+        raise InputError("input path is empty")
+    if utf8_len(raw) > MAX_STRING_BYTES:
+        raise InputError(f"input path is too long ({utf8_len(raw)} bytes): {_short(raw, 60)}")
+    try:
+        path = Path(raw).expanduser().absolute()
+        if not path.exists():
+            raise InputError(f"input file not found: {_short(raw)}")
+        if not path.is_file():
+            raise InputError(f"input is not a file: {_short(raw)}")
+        info = sf.info(str(path))
+    except InputError:
+        raise
+    except (OSError, ValueError, RuntimeError, sf.LibsndfileError) as exc:
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise InputError(f"input {_short(raw)} is not a readable audio file ({reason})") from exc
+    if info.frames <= 0:
+        raise InputError(f"input {_short(raw)} is empty (0 samples)")
+    return path
+
+
+class Handlers:
+    """The server's behaviour behind every address, and the executor of the worker's jobs."""
+
+    def __init__(
+        self,
+        engine: RenderEngine,
+        replies: ReplySender,
+        outputs: OutputFolder,
+        checkpoint_dirs: list[Path] | None = None,
+        settings_factory: SettingsFactory = transfer_settings,
+    ) -> None:
+        self.engine = engine
+        self.replies = replies
+        self.outputs = outputs
+        self.checkpoint_dirs = checkpoint_dirs
+        self.settings_factory = settings_factory
+        self.state = ServerState()
+        self.worker = Worker(self)
+        self.reply_port: int | None = None
+        self.own_address: Target | None = None
+
+    # --- where replies go ---------------------------------------------------------------------
+    def target_for(self, sender: Target) -> Target:
+        """The sender's host at the hello port, or the sender itself before any hello."""
+        return (sender[0], self.reply_port) if self.reply_port else (sender[0], sender[1])
+
+    def send(self, target: Target, address: str, *args: Any, pause: float = 0.0) -> None:
+        """Queue one reply."""
+        self.replies.send(target, address, *args, pause=pause)
+
+    def error(self, target: Target, exc: BaseException) -> None:
+        """Reply ``/ddsp/error code message``; unexpected exceptions are ``internal``."""
+        if isinstance(exc, DdspPdError):
+            code, message = exc.code, exc.message
+            log.info("error %s: %s", code, message)
+        else:
+            code, message = "internal", f"{type(exc).__name__}: {exc}"
+            log.error("internal error: %s", message, exc_info=exc)
+        self.send(target, "/ddsp/error", code, " ".join(str(message).split()))
+
+    # --- preload (before serving) -------------------------------------------------------------
+    def preload(self, checkpoint: str | os.PathLike[str] | None) -> Any:
+        """Load a checkpoint synchronously and make it the current one."""
+        path = self._resolve(checkpoint)
+        loaded = self.engine.load_model(path)
+        info = model_info(loaded, path)
+        with self.worker.lock:
+            self.state.model = info
+        return info
+
+    def _resolve(self, checkpoint: str | os.PathLike[str] | None) -> Path:
+        if checkpoint is not None and utf8_len(str(checkpoint)) > MAX_STRING_BYTES:
+            raise CheckpointError(f"checkpoint name is too long: {_short(str(checkpoint), 60)}")
+        try:
+            return resolve_checkpoint(checkpoint, self.checkpoint_dirs)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"bad checkpoint path {_short(str(checkpoint))}: {exc}") from exc
+
+    # --- request handlers (receiving thread) ----------------------------------------------------
+    def hello(self, sender: Target, port: int) -> None:
+        """Send replies to ``port`` on the sender's host from now on."""
+        if self.own_address and port == self.own_address[1] and sender[0] == self.own_address[0]:
+            raise OscError(f"/ddsp/hello: port {port} is the server's own port")
+        self.reply_port = port
+        with self.worker.lock:
+            name = self.state.model.name if self.state.model else ""
+        self.send(self.target_for(sender), "/ddsp/ready", __version__, name)
+
+    def ping(self, sender: Target) -> None:
+        """Answer ``/ddsp/pong``."""
+        self.send(self.target_for(sender), "/ddsp/pong")
+
+    def status(self, sender: Target) -> None:
+        """Report every setting, then ``/ddsp/state end 1``."""
+        target = self.target_for(sender)
+        with self.worker.lock:
+            items = self.state.status_items()
+        for key, value in items:
+            self.send(target, "/ddsp/state", key, value)
+        self.send(target, "/ddsp/state", "end", 1)
+
+    def set_control(self, sender: Target, key: str, value: float | int) -> None:
+        """Store an already validated control value, reply its state, supersede if it matters."""
+        target = self.target_for(sender)
+        with self.worker.lock:
+            changed = self.state.set(key, value)
+            self.send(target, "/ddsp/state", key, self.state.osc_value(key))
+            if changed and SETTINGS[key].renders:
+                self.worker.changed(target if self._auto_ready() else None)
+
+    def set_input(self, sender: Target, raw: str) -> None:
+        """Choose the input file (checked now); always a change, as it may have been re-recorded."""
+        path = check_input_file(raw)
+        target = self.target_for(sender)
+        with self.worker.lock:
+            self.state.input_path = path
+            self.send(target, "/ddsp/state", "input", str(path))
+            self.worker.changed(target if self._auto_ready() else None)
+
+    def choose_checkpoint(self, sender: Target, raw: str) -> None:
+        """Resolve a checkpoint now, load it in the background."""
+        target = self.target_for(sender)
+        path = self._resolve(raw)
+        with self.worker.lock:
+            if self.state.model is not None and self.state.model.path == path:
+                self.worker.submit_load(target, path)  # cancels an older pending load
+                return
+            # The running render is about to be stale: stop it so the load starts sooner.
+            self.worker.changed(None)
+            self.worker.submit_load(target, path)
+
+    def list_checkpoints(self, sender: Target) -> None:
+        """Send the checkpoints of the checkpoint folders, one message each, paced."""
+        target = self.target_for(sender)
+        try:
+            entries = find_checkpoints(self.checkpoint_dirs)
+        except OSError as exc:
+            raise CheckpointError(f"cannot list the checkpoint folders: {exc}") from exc
+        self.send(target, "/ddsp/checkpoints_begin", len(entries))
+        for index, entry in enumerate(entries):
+            self.send(
+                target,
+                "/ddsp/checkpoint_entry",
+                index,
+                entry.name,
+                str(entry.path),
+                pause=LIST_PAUSE_S,
+            )
+        self.send(target, "/ddsp/checkpoints_end", len(entries))
+
+    def render(self, sender: Target) -> None:
+        """Want a render of the current state (superseding a running one)."""
+        target = self.target_for(sender)
+        with self.worker.lock:
+            self._check_renderable()
+            self.worker.request_render(target)
+
+    def cancel(self, sender: Target) -> None:
+        """Stop the running render; ``/ddsp/cancelled`` once it has stopped."""
+        target = self.target_for(sender)
+        if not self.worker.cancel(target):
+            self.send(target, "/ddsp/cancelled")
+
+    def features(self, sender: Target) -> None:
+        """Queue a features file of the current input."""
+        target = self.target_for(sender)
+        with self.worker.lock:
+            self._check_renderable()
+            self.worker.submit_features(target)
+
+    def _check_renderable(self) -> None:
+        if self.state.input_path is None:
+            raise InputError("no input file chosen: send /ddsp/input PATH first")
+        if self.state.model is None and not self.worker.load_pending:
+            raise CheckpointError("no checkpoint loaded: send /ddsp/checkpoint NAME_OR_PATH first")
+
+    def _auto_ready(self) -> bool:
+        return (
+            self.state.auto
+            and self.state.input_path is not None
+            and (self.state.model is not None or self.worker.load_pending)
+        )
+
+    # --- worker jobs (worker thread) -------------------------------------------------------------
+    def snapshot(self) -> RenderParams:
+        """The render settings as they are now (the worker holds the lock)."""
+        return self.state.params()
+
+    def report_cancelled(self, target: Target) -> None:
+        """A cancelled render has stopped."""
+        self.send(target, "/ddsp/cancelled")
+
+    def run_load(self, job: LoadJob) -> None:
+        """Load a checkpoint; apply and report it unless a newer one was asked for."""
+        self.send(job.target, "/ddsp/progress", "load", 0.0)
+        try:
+            loaded = self.engine.load_model(job.checkpoint)
+            info = model_info(loaded, Path(job.checkpoint))
+        except Exception as exc:
+            with self.worker.lock:
+                if self.worker.is_latest_load(job):
+                    self.error(job.target, exc)
+                elif not isinstance(exc, DdspPdError):
+                    log.error("superseded checkpoint load failed", exc_info=exc)
+            return
+        with self.worker.lock:
+            if not self.worker.is_latest_load(job):
+                log.info("checkpoint %s loaded but a newer one was chosen", info.name)
+                return
+            same = self.state.model is not None and self.state.model.path == info.path
+            self.state.model = info
+            self.send(job.target, "/ddsp/progress", "load", 1.0)
+            self.send(job.target, "/ddsp/loaded", info.name, info.era, info.sample_rate)
+            self.send(job.target, "/ddsp/state", "checkpoint", info.name)
+            if not same:
+                self.worker.changed(job.target if self._auto_ready() else None)
+        log.info("checkpoint %s loaded (%s, %d Hz)", info.name, info.era, info.sample_rate)
+
+    def _model_for(self, params: RenderParams) -> Any:
+        if params.input_path is None:
+            raise InputError("no input file chosen: send /ddsp/input PATH first")
+        if params.checkpoint_path is None:
+            raise CheckpointError("no checkpoint loaded: send /ddsp/checkpoint NAME_OR_PATH first")
+        return self.engine.load_model(params.checkpoint_path)
+
+    def run_features(self, job: FeaturesJob) -> None:
+        """Write the six feature curves of the current input as a float WAV at the frame rate."""
+        try:
+            with self.worker.lock:
+                params = self.state.params()
+                info = self.state.model
+            loaded = self._model_for(params)
+            assert info is not None
+            features, _rate = self.engine.features_for(params.input_path, loaded)
+            adjusted = self.engine.adjust(features, loaded, self.settings_factory(params))
+            curves = feature_channels(features, adjusted)
+            path = self.outputs.write("features", curves, round(info.frame_rate))
+        except Exception as exc:
+            self.error(job.target, exc)
+            return
+        self.send(job.target, "/ddsp/features_done", str(path), curves.shape[0], curves.shape[1])
+
+    def run_render(self, job: RenderJob) -> None:
+        """Render, write and report one result; a superseded render ends silently."""
+
+        def progress(stage: str, fraction: float) -> None:
+            if self.worker.is_current(job):
+                self.send(job.target, "/ddsp/progress", stage, float(fraction))
+
+        def should_stop() -> bool:
+            return not self.worker.is_current(job)
+
+        path: Path | None = None
+        try:
+            progress("load", 0.0)
+            loaded = self._model_for(job.params)
+            progress("load", 1.0)
+            if should_stop():
+                raise CancelledError("render superseded")
+            result = self.engine.render(
+                loaded,
+                self.settings_factory(job.params),
+                input_path=job.params.input_path,
+                progress=progress,
+                should_stop=should_stop,
+            )
+            if should_stop():
+                raise CancelledError("render superseded")
+            progress("write", 0.0)
+            path = self.outputs.write("render", result.audio, result.sample_rate)
+            progress("write", 1.0)
+        except CancelledError:
+            log.debug("render of generation %d stopped", job.generation)
+            return
+        except Exception as exc:
+            failure = exc
+            reported = self.worker.publish(job, lambda: self.error(job.target, failure))
+            if not reported and not isinstance(exc, DdspPdError):
+                log.error("superseded render failed", exc_info=exc)
+            return
+
+        frames = len(result.audio)
+
+        def report() -> None:
+            self.send(job.target, "/ddsp/adjusted", *adjusted_args(result.adjusted))
+            self.send(
+                job.target,
+                "/ddsp/done",
+                str(path),
+                frames,
+                int(result.sample_rate),
+                float(result.gain_db),
+            )
+
+        if self.worker.publish(job, report):
+            log.info("rendered %s (%d frames at %d Hz)", path, frames, result.sample_rate)
+        else:
+            # Superseded after it was written: nobody will be told about this file.
+            path.unlink(missing_ok=True)

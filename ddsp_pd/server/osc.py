@@ -1,0 +1,142 @@
+"""Datagrams in: decoding, the address table, argument checking, and errors out.
+
+Every datagram either reaches a handler with arguments of the documented types or produces
+``/ddsp/error``; nothing a client sends can stop the receiving thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pythonosc.osc_packet import OscPacket
+
+from ddsp_pd.server.handlers import Handlers
+from ddsp_pd.server.replies import Target
+from ddsp_pd.server.state import SETTINGS, OscError, Setting, describe, fmt
+
+log = logging.getLogger(__name__)
+
+Converter = Callable[[str, object], Any]
+
+
+def as_port(address: str, raw: object) -> int:
+    """A UDP port number, as an int or an integral float."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise OscError(f"{address} takes a port number, got {describe(raw)}")
+    if isinstance(raw, float) and (not math.isfinite(raw) or raw != int(raw)):
+        raise OscError(f"{address} takes a whole port number, got {raw}")
+    port = int(raw)
+    if not 1 <= port <= 65535:
+        raise OscError(f"{address}: port {fmt(raw)} is out of range [1, 65535]")
+    return port
+
+
+def as_text(address: str, raw: object) -> str:
+    """A string argument (Pd sends symbols as OSC strings)."""
+    if not isinstance(raw, str):
+        raise OscError(f"{address} takes a string, got {describe(raw)}")
+    return raw
+
+
+def _setting_converter(setting: Setting) -> Converter:
+    return lambda address, raw: setting.coerce(raw)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One address: the converters of its arguments and the handler they go to."""
+
+    converters: tuple[Converter, ...]
+    handler: Callable[..., None]
+
+
+def build_routes(handlers: Handlers) -> dict[str, Route]:
+    """The whole request namespace of docs/osc.md."""
+    h = handlers
+    routes = {
+        "/ddsp/hello": Route((as_port,), h.hello),
+        "/ddsp/ping": Route((), h.ping),
+        "/ddsp/status": Route((), h.status),
+        "/ddsp/input": Route((as_text,), h.set_input),
+        "/ddsp/checkpoint": Route((as_text,), h.choose_checkpoint),
+        "/ddsp/checkpoints": Route((), h.list_checkpoints),
+        "/ddsp/render": Route((), h.render),
+        "/ddsp/cancel": Route((), h.cancel),
+        "/ddsp/features": Route((), h.features),
+    }
+    for key, setting in SETTINGS.items():
+
+        def set_control(sender: Target, value: float | int, key: str = key) -> None:
+            h.set_control(sender, key, value)
+
+        routes[f"/ddsp/{key}"] = Route((_setting_converter(setting),), set_control)
+    return routes
+
+
+def _short_address(address: str) -> str:
+    return address if len(address) <= 60 else address[:60] + "..."
+
+
+class Dispatcher:
+    """Decodes each datagram and calls the handler of each message in it.
+
+    Has python-osc's ``call_handlers_for_packet`` signature, so python-osc's UDP servers can
+    drive it; it sends its own replies and returns nothing for python-osc to send.
+    """
+
+    def __init__(self, handlers: Handlers) -> None:
+        self.handlers = handlers
+        self.routes = build_routes(handlers)
+        self.received = 0
+
+    def call_handlers_for_packet(self, data: bytes, client_address: Target) -> list[Any]:
+        """Handle one datagram from ``client_address``; never raises."""
+        self.received += 1
+        sender = (str(client_address[0]), int(client_address[1]))
+        own = self.handlers.own_address
+        if own is not None and sender == own:
+            # Our own reply came back (a hello naming the server's port): never answer it.
+            return []
+        try:
+            messages = decode(data)
+        except OscError as exc:
+            self.handlers.error(self.handlers.target_for(sender), exc)
+            return []
+        for address, args in messages:
+            self.handle(sender, address, args)
+        return []
+
+    def handle(self, sender: Target, address: str, args: list[Any]) -> None:
+        """Check one message against its route and run the handler; errors become replies."""
+        try:
+            route = self.routes.get(address)
+            if route is None:
+                raise OscError(f"unknown address {_short_address(address)}")
+            if len(args) != len(route.converters):
+                raise OscError(
+                    f"{address} takes {len(route.converters)} argument(s), got {len(args)}"
+                )
+            values = [conv(address, raw) for conv, raw in zip(route.converters, args, strict=True)]
+            log.debug("%s %s from %s:%s", address, values, *sender)
+            route.handler(sender, *values)
+        except Exception as exc:
+            self.handlers.error(self.handlers.target_for(sender), exc)
+
+
+def decode(data: bytes) -> list[tuple[str, list[Any]]]:
+    """The messages of one datagram (bundles unpacked, timetags ignored).
+
+    Raises:
+        OscError: the datagram is not OSC.
+    """
+    try:
+        packet = OscPacket(data)
+        return [(m.message.address, list(m.message.params)) for m in packet.messages]
+    except Exception as exc:
+        # python-osc raises ParseError for most junk but other types for some; all mean "not OSC".
+        log.debug("undecodable datagram: %s", exc)
+        raise OscError(f"undecodable datagram of {len(data)} bytes (not an OSC message)") from exc

@@ -1,0 +1,111 @@
+"""The server's output folder: unique names, atomic writes, and pruning of old results.
+
+Only files the server names itself (``render-*.wav``, ``features-*.wav`` and their temporary
+files) are ever deleted, so pointing ``--output-dir`` at a folder with other files is safe.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ddsp_pd.errors import OutputError
+from ddsp_pd.server.state import MAX_STRING_BYTES, utf8_len
+
+log = logging.getLogger(__name__)
+
+#: Results of each kind kept in the folder; older ones are deleted after each write.
+DEFAULT_KEEP = 20
+KINDS = ("render", "features")
+_NAME = re.compile(r"^(render|features)-\d{8}-\d{6}-\d{3}-\d+-\d{4,}\.wav$")
+# audio_io's temporary names: ".<final name>.<pid>.<hex>.tmp"
+_TMP = re.compile(r"^\.(render|features)-.*\.wav\.\d+\.[0-9a-f]+\.tmp$")
+#: Temporary files older than this (seconds) are leftovers of a crash and get removed.
+STALE_TMP_S = 3600.0
+
+
+def _write_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
+    # Imported late: audio_io pulls in soxr, which the server needs only once it writes.
+    from ddsp_pd.audio_io import write_wav_atomic
+
+    return write_wav_atomic(path, audio, sample_rate, subtype="FLOAT")
+
+
+class OutputFolder:
+    """A folder the server writes its results to, keeping the last ``keep`` of each kind."""
+
+    def __init__(self, folder: str | os.PathLike[str], keep: int = DEFAULT_KEEP) -> None:
+        if keep < 1:
+            raise OutputError(f"--keep must be at least 1, got {keep}")
+        self.folder = Path(folder).expanduser().resolve()
+        self.keep = keep
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Create the folder and clear stale temporary files; raise OutputError if unusable."""
+        # Paths travel in OSC replies and Pd cuts symbols over 999 bytes; leave room for names.
+        if utf8_len(str(self.folder)) > MAX_STRING_BYTES - 100:
+            raise OutputError(f"output folder path is too long for OSC: {str(self.folder)[:80]}...")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {self.folder}: {exc.strerror}") from exc
+        if not os.access(self.folder, os.W_OK):
+            raise OutputError(f"output folder {self.folder} is not writable")
+        now = time.time()
+        for path in self.folder.iterdir():
+            if _TMP.match(path.name):
+                try:
+                    if now - path.stat().st_mtime > STALE_TMP_S:
+                        path.unlink()
+                except OSError:
+                    pass
+
+    def new_path(self, kind: str) -> Path:
+        """A fresh, unique file name for a result of ``kind`` (``render`` or ``features``)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown output kind {kind!r}")
+        now = time.time()
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+        millis = int((now % 1) * 1000)
+        count = next(self._counter)
+        return self.folder / f"{kind}-{stamp}-{millis:03d}-{os.getpid()}-{count:04d}.wav"
+
+    def write(self, kind: str, audio: np.ndarray, sample_rate: int) -> Path:
+        """Write a 32-bit float WAV atomically, then prune old results of that kind."""
+        path = _write_atomic(self.new_path(kind), audio, sample_rate)
+        self.prune(kind)
+        return path
+
+    def results(self, kind: str) -> list[Path]:
+        """The server-named results of ``kind`` in the folder, oldest first."""
+        found = []
+        for path in self.folder.iterdir():
+            match = _NAME.match(path.name)
+            if match and match.group(1) == kind:
+                try:
+                    found.append((path.stat().st_mtime_ns, path.name, path))
+                except OSError:
+                    continue
+        return [p for _, _, p in sorted(found)]
+
+    def prune(self, kind: str) -> list[Path]:
+        """Delete all but the newest ``keep`` results of ``kind``; returns what was deleted."""
+        with self._lock:
+            old = self.results(kind)[: -self.keep]
+            removed = []
+            for path in old:
+                try:
+                    path.unlink()
+                    removed.append(path)
+                except OSError as exc:
+                    log.warning("cannot remove old result %s: %s", path, exc)
+            return removed

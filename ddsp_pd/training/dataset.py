@@ -1,0 +1,203 @@
+"""Training examples from a folder of audio: 4 s windows with f0 and loudness, cached.
+
+Each file is loaded as mono at the model's rate; f0 and confidence (a pitch tracker) and
+loudness v3 are computed once over the whole file, then cut into windows of
+``example_secs`` every ``hop_secs`` (ddsp's ``prepare_tfrecord`` does the same with a 1 s hop),
+plus one window ending at the file's end. A file shorter than one window is padded with
+silence. The arrays are stored in ``train_features.npz`` in the output folder under a key
+of the files' contents and the settings, so a resumed run skips the analysis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from ddsp_pd.audio_io import load_audio
+from ddsp_pd.errors import InputError
+from ddsp_pd.loudness import compute_loudness
+from ddsp_pd.pitch import get_tracker
+
+__all__ = ["AUDIO_EXTENSIONS", "CACHE_NAME", "Examples", "find_audio_files", "prepare_examples"]
+
+log = logging.getLogger(__name__)
+
+CACHE_NAME = "train_features.npz"
+_CACHE_VERSION = "1"
+#: File name extensions libsndfile reads (it decides by content; this only selects files).
+AUDIO_EXTENSIONS = frozenset("." + ext.lower() for ext in sf.available_formats()) | {
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".aif",
+    ".aiff",
+    ".mp3",
+    ".opus",
+}
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Equal-length examples: ``audio [N, n_samples]``, frame features ``[N, n_frames]``."""
+
+    audio: np.ndarray
+    f0_hz: np.ndarray
+    f0_confidence: np.ndarray
+    loudness_db: np.ndarray
+    sources: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.audio.shape[0])
+
+    def batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """The examples at ``indices`` as a dict of stacked arrays."""
+        return {
+            "audio": self.audio[indices],
+            "f0_hz": self.f0_hz[indices],
+            "f0_confidence": self.f0_confidence[indices],
+            "loudness_db": self.loudness_db[indices],
+        }
+
+
+def find_audio_files(audio_dir: str | Path) -> list[Path]:
+    """Audio files in a folder and its subfolders, sorted; InputError if there are none."""
+    root = Path(audio_dir).expanduser()
+    if not root.exists():
+        raise InputError(f"audio folder not found: {root}")
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder: give a folder of audio files")
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
+    )
+    if not files:
+        raise InputError(f"no audio files in {root} (looked for {', '.join(sorted(_SHOWN))})")
+    return files
+
+
+_SHOWN = {".wav", ".flac", ".ogg", ".aiff", ".mp3"}
+
+
+def _cache_key(files: list[Path], root: Path, settings: dict[str, object]) -> str:
+    digest = hashlib.sha256()
+    digest.update(repr(sorted(settings.items())).encode())
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _windows(n_frames: int, length: int, hop: int) -> list[int]:
+    """Start frames of the windows of one file (the last one ends at the file's end)."""
+    if n_frames <= length:
+        return [0]
+    starts = list(range(0, n_frames - length + 1, hop))
+    if starts[-1] != n_frames - length:
+        starts.append(n_frames - length)
+    return starts
+
+
+def _load_cache(path: Path, key: str) -> Examples | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["key"]) != key:
+                return None
+            return Examples(
+                audio=data["audio"],
+                f0_hz=data["f0_hz"],
+                f0_confidence=data["f0_confidence"],
+                loudness_db=data["loudness_db"],
+                sources=tuple(str(s) for s in data["sources"]),
+            )
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None  # unreadable or from another version: recompute
+
+
+def prepare_examples(
+    audio_dir: str | Path,
+    cache_dir: str | Path | None,
+    sample_rate: int = 16000,
+    hop: int = 64,
+    example_secs: float = 4.0,
+    hop_secs: float = 1.0,
+    tracker: str = "praat",
+    progress: Callable[[str], None] | None = None,
+) -> Examples:
+    """Cut every file of ``audio_dir`` into examples with features (cached in ``cache_dir``).
+
+    Raises InputError for a missing or empty folder, or an unreadable or silent file.
+    """
+    root = Path(audio_dir).expanduser()
+    files = find_audio_files(root)
+    say = progress or (lambda _msg: None)
+    frame_rate = sample_rate / hop
+    length = round(example_secs * frame_rate)
+    step = max(1, round(hop_secs * frame_rate))
+    settings = {
+        "version": _CACHE_VERSION,
+        "sample_rate": sample_rate,
+        "hop": hop,
+        "length": length,
+        "step": step,
+        "tracker": tracker,
+        "loudness": "v3",
+    }
+    key = _cache_key(files, root, settings)
+    cache = Path(cache_dir) / CACHE_NAME if cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        cached = _load_cache(cache, key)
+        if cached is not None:
+            say(f"features: {len(cached)} examples from the cache {cache}")
+            return cached
+
+    pitch = get_tracker(tracker)
+    n_samples = length * hop
+    audio_out, f0_out, conf_out, ld_out, sources = [], [], [], [], []
+    for i, path in enumerate(files, 1):
+        audio = load_audio(path, sample_rate, min_samples=hop)
+        if len(audio) < n_samples:
+            audio = np.pad(audio, (0, n_samples - len(audio)))
+        n_frames = len(audio) // hop
+        audio = audio[: n_frames * hop]
+        f0, confidence = pitch.track(audio, sample_rate, frame_rate, n_frames)
+        loudness = compute_loudness(audio, sample_rate, hop, "v3")
+        starts = _windows(n_frames, length, step)
+        for start in starts:
+            audio_out.append(audio[start * hop : start * hop + n_samples])
+            f0_out.append(f0[start : start + length])
+            conf_out.append(confidence[start : start + length])
+            ld_out.append(loudness[start : start + length])
+            sources.append(f"{path.relative_to(root)}@{start / frame_rate:.2f}s")
+        say(f"features: {path.name} ({len(audio) / sample_rate:.1f} s, {len(starts)} examples) "
+            f"[{i}/{len(files)}]")  # fmt: skip
+    examples = Examples(
+        audio=np.stack(audio_out).astype(np.float32),
+        f0_hz=np.stack(f0_out).astype(np.float32),
+        f0_confidence=np.stack(conf_out).astype(np.float32),
+        loudness_db=np.stack(ld_out).astype(np.float32),
+        sources=tuple(sources),
+    )
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp.npz")
+        np.savez(
+            tmp,
+            key=np.array(key),
+            audio=examples.audio,
+            f0_hz=examples.f0_hz,
+            f0_confidence=examples.f0_confidence,
+            loudness_db=examples.loudness_db,
+            sources=np.array(sources),
+        )
+        tmp.replace(cache)
+    return examples

@@ -1,0 +1,186 @@
+"""One timbre-transfer render, end to end, and the warm :class:`Engine` that caches its parts.
+
+audio file -> features -> adjusted controls -> model -> audio at the caller's rate.
+The engine keeps loaded models (with their statistics) and extracted features between renders;
+everything it calls is a pure function of its inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from ddsp_pd.audio_io import resample
+from ddsp_pd.catalog import resolve_checkpoint
+from ddsp_pd.checkpoint import Checkpoint, load_checkpoint
+from ddsp_pd.controls import AdjustedControls, ControlSettings, apply_controls
+from ddsp_pd.errors import CancelledError, ControlError, DdspPdError, StatisticsError
+from ddsp_pd.features import FeatureCache, Features, load_features_npz
+from ddsp_pd.model import DdspModel
+from ddsp_pd.statistics import DatasetStatistics, load_statistics
+
+log = logging.getLogger(__name__)
+
+#: Peak level of a normalised result, in dBFS.
+NORMALIZE_PEAK_DB = -1.0
+
+ProgressFn = Callable[[str, float], None]
+StopFn = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Everything a render needs besides the input and the model."""
+
+    controls: ControlSettings = field(default_factory=ControlSettings)
+    sample_rate: int | None = None  # None: the input file's rate (the model's for features input)
+    normalize: bool = True
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise :class:`ControlError` for any value out of range."""
+        self.controls.validate()
+        if self.sample_rate is not None and not 8000 <= int(self.sample_rate) <= 192000:
+            raise ControlError(f"sample rate {self.sample_rate} is out of range [8000, 192000]")
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint loaded once: the model, and its statistics or why there are none."""
+
+    checkpoint: Checkpoint
+    model: DdspModel
+    statistics: DatasetStatistics | None
+    statistics_problem: str | None
+
+    @property
+    def name(self) -> str:
+        """The checkpoint's display name."""
+        return self.checkpoint.name
+
+
+@dataclass
+class RenderResult:
+    """A finished render and what happened on the way."""
+
+    audio: np.ndarray
+    sample_rate: int
+    features: Features
+    adjusted: AdjustedControls
+    gain_db: float
+
+
+def normalize_peak(audio: np.ndarray, peak_db: float = NORMALIZE_PEAK_DB) -> tuple[np.ndarray, float]:
+    """Scale so the peak sits at ``peak_db`` dBFS; silence is left alone (gain 0 dB)."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak <= 1e-9:
+        return audio, 0.0
+    gain = 10.0 ** (peak_db / 20.0) / peak
+    return (audio * gain).astype(np.float32), float(20.0 * np.log10(gain))
+
+
+def _check(should_stop: StopFn | None) -> None:
+    if should_stop is not None and should_stop():
+        raise CancelledError("render cancelled")
+
+
+def _load_statistics(checkpoint: Checkpoint) -> tuple[DatasetStatistics | None, str | None]:
+    if checkpoint.statistics_path is None:
+        return None, "the checkpoint has no dataset_statistics.pkl"
+    try:
+        return load_statistics(checkpoint.statistics_path), None
+    except StatisticsError as exc:
+        log.warning("statistics of %s not used: %s", checkpoint.name, exc)
+        return None, f"dataset_statistics.pkl unusable: {exc}"
+
+
+class Engine:
+    """Loads models and features once and renders with them; safe to call from several threads."""
+
+    def __init__(self, tracker: str = "default", max_models: int = 4, max_features: int = 16,
+                 checkpoint_dirs: list[Path] | None = None) -> None:
+        self.tracker_name = tracker
+        self.checkpoint_dirs = checkpoint_dirs
+        self._models: OrderedDict[Path, LoadedModel] = OrderedDict()
+        self._max_models = max_models
+        self._features = FeatureCache(max_entries=max_features)
+        self._lock = threading.Lock()
+
+    def load_model(self, checkpoint: str | Path | None) -> LoadedModel:
+        """Return the model of a checkpoint path or name (None: the default), loading it once."""
+        path = resolve_checkpoint(checkpoint, self.checkpoint_dirs)
+        with self._lock:
+            if path in self._models:
+                self._models.move_to_end(path)
+                return self._models[path]
+        ckpt = load_checkpoint(path)
+        statistics, problem = _load_statistics(ckpt)
+        loaded = LoadedModel(ckpt, DdspModel(ckpt), statistics, problem)
+        with self._lock:
+            self._models[path] = loaded
+            while len(self._models) > self._max_models:
+                self._models.popitem(last=False)
+        return loaded
+
+    def features_for(self, input_path: str | Path, loaded: LoadedModel) -> tuple[Features, int]:
+        """Frame features of an audio file for this model (cached by content), and its own rate."""
+        config = loaded.model.config
+        features, _audio = self._features.get(
+            Path(input_path), config.sample_rate, config.hop, config.loudness_version,
+            self.tracker_name,
+        )
+        return features, int(sf.info(str(input_path)).samplerate)
+
+    def adjust(self, features: Features, loaded: LoadedModel,
+               settings: RenderSettings) -> AdjustedControls:
+        """Apply the controls to frame features with this model's statistics."""
+        settings.validate()
+        config = loaded.model.config
+        adjusted = apply_controls(
+            features.f0_hz, features.f0_confidence, features.loudness_db, settings.controls,
+            loaded.statistics, config.min_db, statistics_problem=loaded.statistics_problem,
+        )
+        return adjusted
+
+    def render(self, loaded: LoadedModel, settings: RenderSettings, *,
+               input_path: str | Path | None = None, features_path: str | Path | None = None,
+               progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+               ) -> RenderResult:
+        """Render one input (an audio file, or a features ``.npz``) with ``loaded``.
+
+        ``progress(stage, fraction)`` is called at each stage; ``should_stop()`` is polled between
+        stages and a True answer raises :class:`CancelledError`.
+        """
+        settings.validate()
+        report = progress or (lambda stage, fraction: None)
+        config = loaded.model.config
+        report("features", 0.0)
+        if (input_path is None) == (features_path is None):
+            raise DdspPdError("give exactly one of an input audio file or a features file")
+        if input_path is not None:
+            features, input_rate = self.features_for(input_path, loaded)
+        else:
+            features = load_features_npz(Path(features_path), config.frame_rate)
+            input_rate = config.sample_rate
+        _check(should_stop)
+        report("controls", 0.0)
+        adjusted = self.adjust(features, loaded, settings)
+        _check(should_stop)
+        report("model", 0.0)
+        audio = loaded.model.render(adjusted.f0_hz, adjusted.loudness_db, seed=settings.seed)
+        _check(should_stop)
+        out_rate = int(settings.sample_rate or input_rate)
+        if out_rate != config.sample_rate:
+            audio = resample(audio, config.sample_rate, out_rate)
+        gain_db = 0.0
+        if settings.normalize:
+            audio, gain_db = normalize_peak(audio)
+        report("model", 1.0)
+        return RenderResult(np.asarray(audio, np.float32), out_rate, features, adjusted, gain_db)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sets up ddsp-pd in ./.venv (Python 3.10-3.12) and, where apt-get and root are available,
+# the Debian packages the tests use (Pure Data). Safe to run again: it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_apt=()
+command -v pd >/dev/null 2>&1 || want_apt+=(puredata-core)
+command -v fluidsynth >/dev/null 2>&1 || want_apt+=(fluidsynth fluid-soundfont-gm)
+if [ "${#want_apt[@]}" -gt 0 ] && [ "${DDSP_PD_SKIP_APT:-0}" != 1 ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian packages: ${want_apt[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${want_apt[@]}" >/dev/null
+  else
+    echo "setup: not installing ${want_apt[*]} (needs apt-get as root); Pd tests will be skipped" >&2
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($PY --version)" >&2
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null
+echo "setup: installing ddsp-pd and its dependencies (TensorFlow is large; first time takes minutes)" >&2
+python -m pip install -q -e ".[test,train]"
