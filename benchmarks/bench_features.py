@@ -24,11 +24,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from ddsp_pd.audio_io import load_audio, read_audio, resample  # noqa: E402
-from ddsp_pd.loudness import loudness_v1, loudness_v3  # noqa: E402
-from ddsp_pd.pitch import TRACKERS, CrepeTracker, PitchTracker, get_tracker  # noqa: E402
+from ddsp_pd.audio_io import load_audio, read_audio, resample
+from ddsp_pd.loudness import loudness_v1, loudness_v3
+from ddsp_pd.pitch import TRACKERS, CrepeTracker, PitchTracker, get_tracker
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = Path(os.environ.get("DDSP_PD_SHARED", ROOT.parent / "shared")) / "fixtures" / "audio"
@@ -114,9 +114,7 @@ def accuracy_table(trackers: list[PitchTracker], thresholds: list[float]) -> Non
                 if key == "n_pitch":
                     continue
                 totals.setdefault(key, []).append(value)
-                weights.setdefault(key, []).append(
-                    result["n_pitch"] if key == "rpa" else n_voicing
-                )
+                weights.setdefault(key, []).append(result["n_pitch"] if key == "rpa" else n_voicing)
         mean = {k: float(np.average(v, weights=weights[k])) for k, v in totals.items()}
         print(f"  {'ALL (frame-weighted)':<22} rpa {mean['rpa']:.3f}")
         for th in thresholds:
@@ -134,14 +132,23 @@ def timings(trackers: list[PitchTracker], wav: Path) -> None:
     at_44k = resample(ten_s, rate, 44100)
     audio = load_audio(wav, SAMPLE_RATE)[: 10 * SAMPLE_RATE]
     n_frames = len(audio) // HOP
-    print(f"10 s of {wav.name}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
-    print(f"  load {wav.name} (16 kHz)       {median_time(lambda: load_audio(wav, SAMPLE_RATE)):.4f} s")
-    print(f"  resample 44.1 -> 16 kHz (10 s) {median_time(lambda: resample(at_44k, 44100, 16000)):.4f} s")
-    print(f"  loudness v3                  {median_time(lambda: loudness_v3(audio, SAMPLE_RATE, HOP)):.4f} s")
-    print(f"  loudness v1                  {median_time(lambda: loudness_v1(audio, SAMPLE_RATE, HOP)):.4f} s")
+    cpu = platform.processor() or platform.machine()
+    print(f"10 s of {wav.name}; {cpu}, {os.cpu_count()} CPUs; median of 3 after a warm-up")
+    rows: list[tuple[str, Callable[[], object]]] = [
+        (f"load {wav.name} at 16 kHz", lambda: load_audio(wav, SAMPLE_RATE)),
+        ("resample 10 s 44.1 -> 16 kHz", lambda: resample(at_44k, 44100, SAMPLE_RATE)),
+        ("loudness v3", lambda: loudness_v3(audio, SAMPLE_RATE, HOP)),
+        ("loudness v1", lambda: loudness_v1(audio, SAMPLE_RATE, HOP)),
+    ]
     for tracker in trackers:
-        seconds = median_time(lambda tr=tracker: tr.track(audio, SAMPLE_RATE, FRAME_RATE, n_frames))
-        print(f"  f0 {tracker.name:<25} {seconds:.4f} s")
+        rows.append(
+            (
+                f"f0 {tracker.name}",
+                lambda tr=tracker: tr.track(audio, SAMPLE_RATE, FRAME_RATE, n_frames),
+            )
+        )
+    for label, fn in rows:
+        print(f"  {label:<32} {median_time(fn):.4f} s")
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import uuid
 from pathlib import Path
@@ -31,48 +33,69 @@ def resample(audio: np.ndarray, sr_in: float, sr_out: float) -> np.ndarray:
     return np.asarray(soxr.resample(audio, sr_in, sr_out, quality=RESAMPLE_QUALITY), np.float32)
 
 
-def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
-    """Read an audio file as float32 ``[n, channels]`` and its sample rate.
-
-    Raises InputError for a missing path, a directory, or anything libsndfile cannot decode.
-    """
+def _check_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if not p.exists():
         raise InputError(f"audio file not found: {p}")
     if p.is_dir():
         raise InputError(f"{p} is a directory, not an audio file")
+    return p
+
+
+def read_audio(path: str | os.PathLike[str], data: bytes | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file as float32 ``[n, channels]`` and its sample rate.
+
+    If ``data`` is given it is decoded instead of reading ``path`` (which then only names
+    the file in messages). Raises InputError for a missing path, a directory, or anything
+    libsndfile cannot decode.
+    """
+    p = Path(path) if data is not None else _check_path(path)
+    source: str | io.BytesIO = io.BytesIO(data) if data is not None else str(p)
     try:
-        data, sample_rate = sf.read(str(p), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        audio, sample_rate = sf.read(source, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as err:
         reason = " ".join(str(err).split()) or type(err).__name__
         raise InputError(f"{p} is not a readable audio file ({reason})") from err
     except OSError as err:
         raise InputError(f"cannot read {p}: {err.strerror or err}") from err
-    return data, int(sample_rate)
+    return audio, int(sample_rate)
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The raw bytes of an input file, with InputError for a missing path or a directory."""
+    p = _check_path(path)
+    try:
+        return p.read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read {p}: {err.strerror or err}") from err
 
 
 def load_audio(
-    path: str | os.PathLike[str], sample_rate: int, min_samples: int = 1
+    path: str | os.PathLike[str],
+    sample_rate: int,
+    min_samples: int = 1,
+    data: bytes | None = None,
 ) -> np.ndarray:
     """Load ``path`` (any format libsndfile reads) as mono float32 at ``sample_rate`` Hz.
 
     Channels are averaged; other rates are resampled with soxr. ``min_samples`` is the
     shortest acceptable result at ``sample_rate`` (a caller passes its hop so that there is at
-    least one frame).
+    least one frame). If ``data`` is given, those bytes are decoded instead of reading
+    ``path``, which then only names the file in messages.
 
     Raises InputError (one line naming the file) if the file is missing, a directory, not
     audio, empty, shorter than ``min_samples``, contains NaN or infinite samples, or is
     silent (all samples zero after mixing to mono).
     """
-    data, file_rate = read_audio(path)
+    frames, file_rate = read_audio(path, data)
     name = Path(path)
-    if data.size == 0:
+    if frames.size == 0:
         raise InputError(f"{name} is empty (0 samples)")
-    if not np.all(np.isfinite(data)):
+    if not np.all(np.isfinite(frames)):
         raise InputError(f"{name} contains NaN or infinite samples")
-    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    mono = frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1 else frames[:, 0]
     if not np.any(mono):
-        mixed = " after mixing its channels to mono" if data.shape[1] > 1 and np.any(data) else ""
+        mixed = " after mixing to mono" if frames.shape[1] > 1 and np.any(frames) else ""
         raise InputError(f"{name} is silent (all samples are zero{mixed})")
     audio = resample(mono, file_rate, sample_rate)
     if len(audio) < min_samples:
@@ -123,7 +146,8 @@ def write_wav_atomic(
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except (OSError, sf.LibsndfileError, RuntimeError, ValueError) as err:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         reason = getattr(err, "strerror", None) or " ".join(str(err).split())
         raise OutputError(f"cannot write {target}: {reason}") from err
     return target

@@ -60,6 +60,10 @@ class CheckpointInfo:
     statistics_path: Path | None
     has_data: bool
     available: tuple[str, ...]
+    statistics_size: int | None = None
+    statistics_layout: str | None = None
+    statistics_fields: tuple[str, ...] | None = None
+    statistics_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,9 @@ def _safe_extract(archive: Path, target: Path) -> None:
             for info in members:
                 name = PurePosixPath(info.filename.replace("\\", "/"))
                 if name.is_absolute() or ".." in name.parts or ":" in info.filename:
-                    raise CheckpointError(f"zip {archive.name} contains an unsafe path: {info.filename}")
+                    raise CheckpointError(
+                        f"zip {archive.name} contains an unsafe path: {info.filename}"
+                    )
                 mode = info.external_attr >> 16
                 if stat.S_ISLNK(mode):
                     raise CheckpointError(f"zip {archive.name} contains a link: {info.filename}")
@@ -215,7 +221,9 @@ def _list_shapes(prefix: Path) -> dict[str, tuple[int, ...]]:
     try:
         listed = tf.train.list_variables(str(prefix))
     except Exception as exc:  # TF raises several error types for a bad index
-        raise CheckpointError(f"corrupt checkpoint index {prefix.name}.index: {_first_line(exc)}") from exc
+        raise CheckpointError(
+            f"corrupt checkpoint index {prefix.name}.index: {_first_line(exc)}"
+        ) from exc
     shapes = {}
     for key, shape in listed:
         name = model_variable_name(key)
@@ -243,6 +251,29 @@ def _gin(directory: Path) -> dict[str, Any]:
     return read_gin(gin_path)
 
 
+def _describe_statistics(path: Path | None) -> dict[str, Any]:
+    """Size, layout, fields and any problem of a statistics file (read safely)."""
+    if path is None:
+        return {}
+    out: dict[str, Any] = {"statistics_size": path.stat().st_size}
+    try:
+        from ddsp_pd.statistics import load_statistics
+    except ImportError:  # the statistics module is optional for describing a checkpoint
+        return out
+    from ddsp_pd.errors import DdspPdError
+
+    try:
+        stats = load_statistics(path)
+    except DdspPdError as exc:
+        out["statistics_problem"] = exc.message
+        return out
+    out["statistics_layout"] = str(getattr(stats, "layout", "")) or None
+    fields = {"mean_pitch", "quantile_transform", *getattr(stats, "extra", {})}
+    first = [f for f in ("mean_pitch", "mean_pitch_note", "quantile_transform") if f in fields]
+    out["statistics_fields"] = (*first, *sorted(fields - set(first)))
+    return out
+
+
 # ------------------------------------------------------------------ public API
 
 
@@ -266,6 +297,7 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
             refusal = exc.message
         has_data = any(directory.glob(f"{name}.data-*"))
         stats = _statistics(directory)
+        available = _available(directory)
         return CheckpointInfo(
             path=original,
             directory=directory,
@@ -278,7 +310,8 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
             parameter_count=parameter_count(shapes),
             statistics_path=stats if tmp is None else None,
             has_data=has_data,
-            available=tuple(sorted(_available(directory), key=lambda p: _available(directory)[p])),
+            available=tuple(sorted(available, key=lambda p: (available[p], p))),
+            **_describe_statistics(stats),
         )
     finally:
         if tmp is not None:

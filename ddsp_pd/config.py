@@ -199,7 +199,9 @@ def detect_era(bindings: Mapping[str, Any]) -> str:
 
 # ------------------------------------------------------------------ variable shapes
 
-_STACK_LAYER = re.compile(r"^(?P<stack>.+)/layer_with_weights-(?P<i>\d+)/layer_with_weights-0/kernel$")
+_STACK_LAYER = re.compile(
+    r"^(?P<stack>.+)/layer_with_weights-(?P<i>\d+)/layer_with_weights-0/kernel$"
+)
 
 
 def _stack_layers(shapes: Mapping[str, Sequence[int]], stack: str) -> list[Sequence[int]]:
@@ -330,7 +332,9 @@ def config_from_gin(
     if sample_rate is None:
         raise CheckpointError("gin config gives no sample rate")
     sample_rate = int(sample_rate)
-    n_samples = _first(lookup(bindings, synth, "n_samples"), lookup(bindings, "FilteredNoise", "n_samples"))
+    n_samples = _first(
+        lookup(bindings, synth, "n_samples"), lookup(bindings, "FilteredNoise", "n_samples")
+    )
     time_steps = lookup(bindings, preproc, "time_steps")
     frame_rate = lookup(bindings, preproc, "frame_rate")
     if frame_rate is None and n_samples and time_steps:
@@ -382,7 +386,9 @@ def config_from_gin(
         if not layers:
             raise CheckpointError(f"checkpoint has no layers in {stack_names[0]}")
         ch = _check("RnnFcDecoder.ch", ch, layers[0][-1], notes)
-        layers_per_stack = _check("RnnFcDecoder.layers_per_stack", layers_per_stack, len(layers), notes)
+        layers_per_stack = _check(
+            "RnnFcDecoder.layers_per_stack", layers_per_stack, len(layers), notes
+        )
         recurrent = shapes[f"{rnn_name}/recurrent_kernel"]
         rnn_channels = _check("RnnFcDecoder.rnn_channels", rnn_channels, recurrent[0], notes)
         dense_out = shapes.get("decoder/dense_out/kernel")
@@ -400,7 +406,9 @@ def config_from_gin(
             reverb_length = _check(
                 "Reverb.reverb_length", reverb_length, shapes[reverb_ir_name][-1], notes
             )
-        _check_all_shapes(shapes, stack_names, rnn_name, int(ch), int(rnn_channels), len(input_keys))
+        _check_all_shapes(
+            shapes, stack_names, rnn_name, int(ch), int(rnn_channels), len(input_keys)
+        )
     missing = [
         name
         for name, value in (
@@ -457,7 +465,9 @@ def _expect(shapes: Mapping[str, Sequence[int]], name: str, shape: tuple[int, ..
     if got is None:
         raise CheckpointError(f"checkpoint lacks variable {name}")
     if tuple(int(d) for d in got) != shape:
-        raise CheckpointError(f"checkpoint variable {name} has shape {list(got)}, expected {list(shape)}")
+        raise CheckpointError(
+            f"checkpoint variable {name} has shape {list(got)}, expected {list(shape)}"
+        )
 
 
 def _check_all_shapes(

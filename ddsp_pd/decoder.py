@@ -12,6 +12,7 @@ inference (a ``tf.function`` traced once for any batch and length) and training
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -21,7 +22,28 @@ from scipy.special import expit as _expit
 from ddsp_pd.config import ModelConfig
 from ddsp_pd.errors import CheckpointError
 
-__all__ = ["Decoder", "decoder_variable_shapes"]
+try:
+    from threadpoolctl import threadpool_limits as _threadpool_limits
+except ImportError:  # pragma: no cover - optional
+    _threadpool_limits = None
+
+
+def _single_blas_thread() -> contextlib.AbstractContextManager:
+    """Numpy's BLAS limited to one thread.
+
+    The products and the QR done here are small; with few cores, idle BLAS threads
+    spinning against TensorFlow's own pool make them many times slower, not faster.
+    """
+    if _threadpool_limits is None:
+        return contextlib.nullcontext()
+    return _threadpool_limits(limits=1, user_api="blas")
+
+
+__all__ = ["DECODE_BLOCK_FRAMES", "Decoder", "decoder_variable_shapes"]
+
+# Inference decodes this many frames at a time (16 s at 250 frames/s): the activations
+# of a block are ~100 MB, whatever the length of the clip.
+DECODE_BLOCK_FRAMES = 4000
 
 _LN_EPS = 1e-3
 _LEAK = 0.2
@@ -115,7 +137,8 @@ class Decoder(tf.Module):
         self._variables: dict[str, tf.Variable] = {}
         for var_name, shape in shapes.items():
             if variables is None:
-                value = _initial_value(var_name, shape, rng)
+                with _single_blas_thread():
+                    value = _initial_value(var_name, shape, rng)
             else:
                 if var_name not in variables:
                     raise CheckpointError(f"checkpoint lacks decoder variable {var_name}")
@@ -171,12 +194,12 @@ class Decoder(tf.Module):
         y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel) + bias
         return tf.reshape(y, [shape[0], shape[1], kernel.shape[-1]])
 
-    def _fc_layer(self, x: tf.Tensor, layer: Sequence[tf.Variable], scalar_input: bool) -> tf.Tensor:
+    def _fc_layer(
+        self, x: tf.Tensor, layer: Sequence[tf.Variable], scalar_input: bool
+    ) -> tf.Tensor:
         kernel, bias, gamma, beta = layer
-        if scalar_input:
-            y = x[..., tf.newaxis] * kernel[0] + bias  # [B, T] x [1, ch]: a broadcast
-        else:
-            y = self._dense(x, kernel, bias)
+        # A scalar input times a [1, ch] kernel is a broadcast, not a matmul.
+        y = x[..., tf.newaxis] * kernel[0] + bias if scalar_input else self._dense(x, kernel, bias)
         mean, var = tf.nn.moments(y, axes=[-1], keepdims=True)
         y = (y - mean) * tf.math.rsqrt(var + _LN_EPS) * gamma + beta
         return tf.nn.leaky_relu(y, alpha=_LEAK)
@@ -190,7 +213,8 @@ class Decoder(tf.Module):
         """Input stacks concatenated ``[B, T, n * ch]`` and the GRU's input projection
         ``x W + b_input`` ``[B, T, 3U]`` (it does not depend on the state)."""
         stacks = [
-            self._fc_stack(tf.cast(x, tf.float32), s, True) for x, s in zip(inputs, self._stacks)
+            self._fc_stack(tf.cast(x, tf.float32), s, True)
+            for x, s in zip(inputs, self._stacks, strict=True)
         ]
         x = tf.concat(stacks, axis=-1)
         kernel, _, bias = self._gru
@@ -214,32 +238,43 @@ class Decoder(tf.Module):
         out = tf.scan(step, tf.transpose(x_proj, [1, 0, 2]), initializer=h0)
         return tf.transpose(out, [1, 0, 2])
 
-    def _gru_numpy(self, x_proj: np.ndarray) -> np.ndarray:
+    def _gru_numpy(self, x_proj: np.ndarray, h0: np.ndarray | None = None) -> np.ndarray:
         """The same recurrence as :meth:`_gru_scan` in numpy, for inference.
 
         A TensorFlow while-loop costs ~150 us per step in op dispatch; this loop costs
         ~50 us, most of it the [B, U] x [U, 3U] product.
         """
+        with _single_blas_thread():
+            return self._gru_loop(x_proj, h0)
+
+    def _gru_loop(self, x_proj: np.ndarray, h0: np.ndarray | None) -> np.ndarray:
         _, recurrent, bias = self._gru
         rec = recurrent.numpy()
         b_rec = bias.numpy()[1]
-        units = self.config.rnn_channels
+        u = self.config.rnn_channels
         batch, n_frames, _ = x_proj.shape
         xs = np.ascontiguousarray(np.transpose(x_proj, (1, 0, 2)))
-        out = np.empty((n_frames, batch, units), np.float32)
-        h = np.zeros((batch, units), np.float32)
-        hp = np.empty((batch, 3 * units), np.float32)
-        zr = np.empty((batch, 2 * units), np.float32)
+        out = np.empty((n_frames, batch, u), np.float32)
+        # Preallocated buffers and in-place ufuncs: Python overhead is half the cost here.
+        h = np.zeros((batch, u), np.float32) if h0 is None else h0
+        hp = np.empty((batch, 3 * u), np.float32)
+        zr = np.empty((batch, 2 * u), np.float32)
+        n = np.empty((batch, u), np.float32)
+        tmp = np.empty((batch, u), np.float32)
         for t in range(n_frames):
             np.matmul(h, rec, out=hp)
             hp += b_rec
             xt = xs[t]
-            np.add(xt[:, : 2 * units], hp[:, : 2 * units], out=zr)
-            _expit(zr, out=zr)
-            z = zr[:, :units]
-            n = np.tanh(xt[:, 2 * units :] + zr[:, units:] * hp[:, 2 * units :])
-            h = z * h + (1.0 - z) * n
-            out[t] = h
+            np.add(xt[:, : 2 * u], hp[:, : 2 * u], out=zr)
+            _expit(zr, out=zr)  # z and r
+            np.multiply(zr[:, u:], hp[:, 2 * u :], out=n)
+            n += xt[:, 2 * u :]
+            np.tanh(n, out=n)
+            # z * h + (1 - z) * n, written as n + z * (h - n)
+            np.subtract(h, n, out=tmp)
+            tmp *= zr[:, :u]
+            np.add(n, tmp, out=out[t])
+            h = out[t]
         return np.transpose(out, (1, 0, 2))
 
     def _head(self, stacks: tf.Tensor, rnn_out: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -247,7 +282,9 @@ class Decoder(tf.Module):
         x = self._dense(x, *self._dense_out)
         sizes = [size for _, size in self.config.output_splits]
         parts = tf.split(x, sizes, axis=-1)
-        return {name: part for (name, _), part in zip(self.config.output_splits, parts)}
+        return {
+            name: part for (name, _), part in zip(self.config.output_splits, parts, strict=True)
+        }
 
     def _forward(self, *inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         stacks, x_proj = self._stacks_and_gates(*inputs)
@@ -256,14 +293,17 @@ class Decoder(tf.Module):
     def __call__(self, *inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         """Differentiable forward pass: inputs ``[B, T]`` per input key, in order."""
         if len(inputs) != len(self.config.input_keys):
-            raise ValueError(f"expected {len(self.config.input_keys)} inputs {self.config.input_keys}")
+            raise ValueError(
+                f"expected {len(self.config.input_keys)} inputs {self.config.input_keys}"
+            )
         return self._forward(*inputs)
 
     def decode(self, features: Mapping[str, np.ndarray | tf.Tensor]) -> dict[str, tf.Tensor]:
         """Inference: ``features`` maps each input key to ``[T]`` or ``[B, T]`` values.
 
         The feed-forward parts run as graphs traced once for any batch size and length;
-        the recurrence runs in numpy. Outputs are ``[B, T, size]`` tensors.
+        the recurrence runs in numpy, carrying its state across blocks of frames so that
+        long clips need bounded memory. Outputs are ``[B, T, size]`` tensors.
         """
         args = []
         for key in self.config.input_keys:
@@ -271,6 +311,15 @@ class Decoder(tf.Module):
             if value.shape.rank == 1:
                 value = value[tf.newaxis]
             args.append(value)
-        stacks, x_proj = self._stage_a(*args)
-        rnn_out = self._gru_numpy(x_proj.numpy())
-        return self._stage_b(stacks, tf.convert_to_tensor(rnn_out))
+        n_frames = int(args[0].shape[1])
+        pieces: list[dict[str, tf.Tensor]] = []
+        h = None
+        for start in range(0, max(n_frames, 1), DECODE_BLOCK_FRAMES):
+            block = [x[:, start : start + DECODE_BLOCK_FRAMES] for x in args]
+            stacks, x_proj = self._stage_a(*block)
+            rnn_out = self._gru_numpy(x_proj.numpy(), h)
+            h = rnn_out[:, -1].copy() if rnn_out.shape[1] else h
+            pieces.append(self._stage_b(stacks, tf.convert_to_tensor(rnn_out)))
+        if len(pieces) == 1:
+            return pieces[0]
+        return {name: tf.concat([p[name] for p in pieces], axis=1) for name in pieces[0]}

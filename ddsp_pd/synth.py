@@ -8,8 +8,9 @@ Numerical notes (why, not what):
   phase with a float32 ``tf.cumsum`` exactly as ddsp does; that drifts audibly on long
   clips (the phase accumulator loses precision, so high harmonics go out of tune after
   tens of seconds) but matches the library sample for sample. ``"accurate"`` accumulates
-  the fundamental's phase in float64, wraps it to [0, 2 pi) and derives harmonic k as
-  ``k * phase`` in float32, which stays exact for any length and is cheaper.
+  the fundamental's phase in float64, wraps it to [0, 2 pi) and derives harmonic k by
+  rotating ``exp(i phase)`` k times in float32, which stays exact for any length (errors
+  ~1e-6) and is several times cheaper than K sines per sample.
 - Upsampling follows ddsp: linear as ``tf.compat.v1.image.resize`` (output sample i reads
   input position i / hop, last frame held) and the ``'window'`` method as overlapping
   periodic Hann windows of 2 hops.
@@ -179,6 +180,17 @@ def fundamental_phase(f0_hz: tf.Tensor, hop: int, sample_rate: float) -> tf.Tens
     return tf.math.floormod(phase, _TWO_PI)
 
 
+def _frame_weights(hop: int, method: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-sample weights ``[hop]`` of a frame and of the next one (see the upsamplers)."""
+    if method == "window":
+        window = tf.signal.hann_window(2 * hop)
+        return window[hop:], window[:hop]
+    if method == "linear":
+        frac = tf.range(hop, dtype=tf.float32) / float(hop)
+        return 1.0 - frac, frac
+    raise ValueError(f"unknown amplitude resampling method {method!r}")
+
+
 def harmonic_oscillators(
     phase: tf.Tensor,
     f0_hz: tf.Tensor,
@@ -194,17 +206,45 @@ def harmonic_oscillators(
     ``f0_hz`` ``[B, T]`` and ``harmonic_amplitudes`` ``[B, T, K]`` (amplitude times
     distribution) are frame-rate; ``*_next`` give the frame after each frame when this is
     one chunk of a longer clip (default: the last frame held).
+
+    ``sin(k theta)`` comes from rotating ``exp(i theta)`` k times rather than from K sines
+    per sample: with theta wrapped the error stays ~k float32 ulps (1e-6), and the work is
+    a few multiply-adds per sample and harmonic on ``[B, T, hop]`` arrays, never a
+    ``[B, N, K]`` one. The loop over harmonics is a graph loop: unrolled, its 60 copies
+    take seconds to trace and run slower.
     """
-    f0 = tf.convert_to_tensor(f0_hz, tf.float32)[..., tf.newaxis]
-    f0_n = None if f0_next is None else tf.convert_to_tensor(f0_next, tf.float32)[..., tf.newaxis]
-    n_harmonics = harmonic_amplitudes.shape[-1]
-    k = _harmonic_numbers(n_harmonics)
-    freq = upsample_linear(f0, hop, f0_n)  # [B, N, 1]
-    amp = _upsample(harmonic_amplitudes, hop, amp_resample_method, amplitudes_next)
-    amp = remove_above_nyquist(freq * k, amp, sample_rate)
-    # The fundamental's phase is wrapped, so k * phase is at most 2 pi K: no drift.
-    theta = tf.cast(phase, tf.float32)[..., tf.newaxis] * k
-    return tf.reduce_sum(amp * tf.sin(theta), axis=-1)
+    f0 = tf.convert_to_tensor(f0_hz, tf.float32)
+    amps = tf.convert_to_tensor(harmonic_amplitudes, tf.float32)
+    f0_n = _with_next_frame(f0) if f0_next is None else tf.convert_to_tensor(f0_next, tf.float32)
+    amps_n = (
+        _with_next_frame(amps)
+        if amplitudes_next is None
+        else tf.convert_to_tensor(amplitudes_next, tf.float32)
+    )
+    batch, n_frames = tf.shape(f0)[0], tf.shape(f0)[1]
+    frac = tf.range(hop, dtype=tf.float32) / float(hop)
+    freq = f0[..., tf.newaxis] + (f0_n - f0)[..., tf.newaxis] * frac  # [B, T, hop]
+    w_this, w_next = _frame_weights(hop, amp_resample_method)
+    theta = tf.reshape(tf.cast(phase, tf.float32), [batch, n_frames, hop])
+    cos1, sin1 = tf.cos(theta), tf.sin(theta)
+    by_k = tf.transpose(amps, [2, 0, 1])  # [K, B, T]
+    by_k_next = tf.transpose(amps_n, [2, 0, 1])
+    nyquist = sample_rate / 2.0
+
+    def body(k, re, im, out):  # re + i im = exp(i (k + 1) theta)
+        amp = by_k[k][..., tf.newaxis] * w_this + by_k_next[k][..., tf.newaxis] * w_next
+        too_high = freq * tf.cast(k + 1, tf.float32) >= nyquist
+        out += tf.where(too_high, tf.zeros_like(amp), amp) * im
+        return k + 1, re * cos1 - im * sin1, re * sin1 + im * cos1, out
+
+    n_harmonics = tf.shape(by_k)[0]
+    _, _, _, out = tf.while_loop(
+        lambda k, *_: k < n_harmonics,
+        body,
+        (tf.constant(0), cos1, sin1, tf.zeros_like(theta)),
+        parallel_iterations=2,
+    )
+    return tf.reshape(out, [batch, n_frames * hop])
 
 
 def harmonic_synth(
@@ -324,7 +364,9 @@ def apply_reverb(audio: tf.Tensor, ir: tf.Tensor, add_dry: bool = True) -> tf.Te
     ir_len = tf.shape(ir)[1]
     total = n + ir_len - 1
     # Next power of two >= total, computed in-graph so any length works without retracing.
-    fft_size = tf.cast(2 ** tf.math.ceil(tf.math.log(tf.cast(total, tf.float64)) / np.log(2.0)), tf.int32)
+    fft_size = tf.cast(
+        2 ** tf.math.ceil(tf.math.log(tf.cast(total, tf.float64)) / np.log(2.0)), tf.int32
+    )
     fft_size = tf.reshape(fft_size, [1])
     wet = tf.signal.irfft(tf.signal.rfft(audio, fft_size) * tf.signal.rfft(ir, fft_size), fft_size)
     wet = wet[:, :n]

@@ -104,7 +104,7 @@ def _load_statistics(checkpoint: Checkpoint) -> tuple[DatasetStatistics | None, 
 class Engine:
     """Loads models and features once and renders with them; safe to call from several threads."""
 
-    def __init__(self, tracker: str = "default", max_models: int = 4, max_features: int = 16,
+    def __init__(self, tracker: str = "default", max_models: int = 4, max_features: int = 8,
                  checkpoint_dirs: list[Path] | None = None) -> None:
         self.tracker_name = tracker
         self.checkpoint_dirs = checkpoint_dirs

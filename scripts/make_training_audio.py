@@ -110,9 +110,7 @@ class _Writer:
     tick: int = 0
 
     def scale_notes(self, tonic: int, mode: tuple[int, ...]) -> list[int]:
-        notes = [
-            tonic + 12 * octave + step for octave in range(-4, 5) for step in mode
-        ]
+        notes = [tonic + 12 * octave + step for octave in range(-4, 5) for step in mode]
         return sorted(n for n in notes if self.low <= n <= self.high)
 
     def play(
@@ -166,7 +164,8 @@ def _phrase(w: _Writer, tonic: int, mode: tuple[int, ...]) -> None:
     """One randomly chosen phrase type."""
     rng = w.rng
     notes = w.scale_notes(tonic, mode)
-    kind = rng.choice(["scale", "arpeggio", "held", "leaps", "repeated"], p=[0.3, 0.2, 0.2, 0.2, 0.1])
+    kinds = ["scale", "arpeggio", "held", "leaps", "repeated"]
+    kind = rng.choice(kinds, p=[0.3, 0.2, 0.2, 0.2, 0.1])
     legato = bool(rng.random() < 0.6)
     if kind == "scale":
         n = int(rng.integers(5, 14))
@@ -175,13 +174,15 @@ def _phrase(w: _Writer, tonic: int, mode: tuple[int, ...]) -> None:
         if rng.random() < 0.5:
             run = run[::-1]
         beat = float(rng.choice([0.25, 0.5, 0.5, 1.0]))
-        w.play(run, [beat] * len(run), w.dynamics(len(run)), legato, vibrato=int(rng.integers(0, 40)))
+        velocities = w.dynamics(len(run))
+        w.play(run, [beat] * len(run), velocities, legato, vibrato=int(rng.integers(0, 40)))
     elif kind == "arpeggio":
         root = int(rng.integers(0, max(1, len(notes) - 7)))
         chord = [notes[i] for i in (root, root + 2, root + 4, root + 7) if i < len(notes)]
         arp = chord + chord[-2::-1] if rng.random() < 0.5 else chord
         beat = float(rng.choice([0.5, 0.75, 1.0]))
-        w.play(arp, [beat] * len(arp), w.dynamics(len(arp)), legato, vibrato=int(rng.integers(0, 50)))
+        velocities = w.dynamics(len(arp))
+        w.play(arp, [beat] * len(arp), velocities, legato, vibrato=int(rng.integers(0, 50)))
     elif kind == "held":
         n = int(rng.integers(1, 4))
         held = [int(rng.choice(notes)) for _ in range(n)]
@@ -225,7 +226,7 @@ def melody(rng: np.random.Generator, program: int, seconds: float) -> MidiTrack:
 def render(track: MidiTrack, program: int, seconds: float | None, out_wav: Path) -> np.ndarray:
     """Render a track with fluidsynth (no reverb or chorus) to 16 kHz mono at -1 dBFS peak."""
     if shutil.which("fluidsynth") is None or not SOUNDFONT.is_file():
-        sys.exit("needs fluidsynth and FluidR3_GM.sf2: apt-get install fluidsynth fluid-soundfont-gm")
+        sys.exit("needs fluidsynth and FluidR3_GM.sf2 (apt-get install fluid-soundfont-gm)")
     with tempfile.TemporaryDirectory() as tmp:
         mid = Path(tmp) / "melody.mid"
         wav = Path(tmp) / "render.wav"
@@ -251,7 +252,7 @@ def render(track: MidiTrack, program: int, seconds: float | None, out_wav: Path)
 
 #: The example inputs of the README's quick start: other timbres than the violin model's.
 EXAMPLES = {
-    "flute_melody": (73, 5.0, 4),
+    "melody": (73, 5.0, 4),  # a flute
     "voice_oohs": (53, 5.0, 5),
 }
 

@@ -54,8 +54,8 @@ class FakeEngine:
     def load_model(self, checkpoint: Any) -> Any:
         path = Path(checkpoint)
         time.sleep(self.load_delay)
-        if not path.is_dir():
-            raise CheckpointError(f"checkpoint not found: {path}")
+        if not path.is_dir() or not any(path.glob("*.index")):
+            raise CheckpointError(f"not a checkpoint: {path}")
         if (path / "corrupt").exists():
             raise CheckpointError(f"{path.name} is corrupt: unreadable index")
         if (path / "explode").exists():
@@ -63,7 +63,9 @@ class FakeEngine:
         self.loads.append(path)
         config = SimpleNamespace(era="2.x", sample_rate=MODEL_RATE, frame_rate=FRAME_RATE, hop=HOP)
         return SimpleNamespace(
-            name=path.name, checkpoint=SimpleNamespace(path=path), model=SimpleNamespace(config=config)
+            name=path.name,
+            checkpoint=SimpleNamespace(path=path),
+            model=SimpleNamespace(config=config),
         )
 
     def features_for(self, input_path: Any, loaded: Any) -> tuple[Any, int]:
@@ -134,7 +136,7 @@ class FakeEngine:
             self.stopped.append(settings)
             raise CancelledError("render cancelled")
         out_rate = settings.samplerate or rate
-        n = int(round(len(features.f0_hz) * HOP * out_rate / MODEL_RATE))
+        n = round(len(features.f0_hz) * HOP * out_rate / MODEL_RATE)
         t = np.arange(n) / out_rate
         audio = (0.5 * np.sin(2 * np.pi * 440.0 * 2.0**settings.octave * t)).astype(np.float32)
         gain_db = 0.0
@@ -145,7 +147,10 @@ class FakeEngine:
             progress("model", 1.0)
         self.rendered.append(settings)
         return SimpleNamespace(
-            audio=audio, sample_rate=int(out_rate), features=features, adjusted=adjusted,
+            audio=audio,
+            sample_rate=int(out_rate),
+            features=features,
+            adjusted=adjusted,
             gain_db=gain_db,
         )
 
@@ -211,7 +216,7 @@ class OscClient:
         while self._running:
             try:
                 data, source = self.sock.recvfrom(65535)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -270,7 +275,9 @@ class OscClient:
         with self._cond:
             return [r for r in self.replies[index:] if address is None or r.address == address]
 
-    def request(self, address: str, *args: Any, reply: str, timeout: float = REPLY_TIMEOUT) -> Reply:
+    def request(
+        self, address: str, *args: Any, reply: str, timeout: float = REPLY_TIMEOUT
+    ) -> Reply:
         """Send and wait for the first ``reply`` after it."""
         start = self.mark()
         self.send(address, *args)
@@ -335,14 +342,15 @@ def running_service(
     if not ckpts.exists():
         make_checkpoints(ckpts)
     config.setdefault("output_dir", tmp / "out")
-    cfg = ServerConfig(host="127.0.0.1", port=0, checkpoint_dirs=[ckpts], **config)
+    config.setdefault("host", "127.0.0.1")
+    cfg = ServerConfig(port=0, checkpoint_dirs=[ckpts], **config)
     service = OscService(engine, cfg, settings_factory=identity_settings)
     client = None
     try:
         if preload is not None:
             service.preload(preload)
         service.start()
-        client = OscClient(service.address)
+        client = OscClient(("127.0.0.1", service.address[1]))
         yield service, client, engine
     finally:
         service.stop()

@@ -66,6 +66,16 @@ class ServerConfig:
     reply_burst: int = 100
 
 
+def _local_hosts(bound: str) -> set[str]:
+    """This machine's addresses, best effort (needed to spot our own replies when bound to
+    every interface)."""
+    hosts = {bound}
+    if bound in ("0.0.0.0", "::", ""):
+        with contextlib.suppress(OSError):
+            hosts.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    return hosts
+
+
 def default_output_dir() -> Path:
     """``<user cache>/renders``."""
     from ddsp_pd.catalog import user_cache_dir
@@ -99,6 +109,7 @@ class OscService:
             engine, self.replies, self.outputs, self.config.checkpoint_dirs, settings_factory
         )
         self.handlers.own_address = self.address
+        self.handlers.local_hosts |= _local_hosts(self.config.host)
         self.dispatcher = Dispatcher(self.handlers)
         self._udp._dispatcher = self.dispatcher  # type: ignore[assignment]
         self._thread = threading.Thread(
@@ -141,7 +152,7 @@ class OscService:
         if self._started:
             self._udp.shutdown()
             self._thread.join(5.0)
-        self.handlers.worker.stop()
+        self.handlers.worker.stop(timeout=5.0)
         self.replies.stop()
         self._udp.server_close()
         log.info("stopped")

@@ -71,11 +71,17 @@ def transfer_settings(params: RenderParams) -> Any:
     )
 
 
+def checkpoint_name(path: Path) -> str:
+    """The name ``/ddsp/checkpoints`` lists for a checkpoint path (the catalog's rule: a
+    folder's name, a zip's stem), so a client can send it back to ``/ddsp/checkpoint``."""
+    return path.stem if path.suffix.lower() == ".zip" else path.name
+
+
 def model_info(loaded: Any, path: Path) -> ModelInfo:
-    """Name, era and rates of a loaded model (``transfer.LoadedModel``)."""
+    """Name, era and rates of a loaded model (``transfer.LoadedModel``) found at ``path``."""
     config = loaded.model.config
     return ModelInfo(
-        name=str(loaded.name),
+        name=checkpoint_name(path) or str(loaded.name),
         path=path,
         era=str(config.era),
         sample_rate=int(config.sample_rate),

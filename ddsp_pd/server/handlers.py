@@ -95,6 +95,8 @@ class Handlers:
         self.worker = Worker(self)
         self.reply_port: int | None = None
         self.own_address: Target | None = None
+        #: Addresses that reach this machine (the server's own replies come from one of them).
+        self.local_hosts: set[str] = {"127.0.0.1", "::1", "localhost"}
 
     # --- where replies go ---------------------------------------------------------------------
     def target_for(self, sender: Target) -> Target:
@@ -130,13 +132,21 @@ class Handlers:
             raise CheckpointError(f"checkpoint name is too long: {_short(str(checkpoint), 60)}")
         try:
             return resolve_checkpoint(checkpoint, self.checkpoint_dirs)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:
+            # e.g. a name too long for the file system, a NUL byte, '~nobody'
             raise CheckpointError(f"bad checkpoint path {_short(str(checkpoint))}: {exc}") from exc
 
     # --- request handlers (receiving thread) ----------------------------------------------------
+    def is_own(self, address: Target) -> bool:
+        """Whether ``address`` is the server's own socket (a reply sent there would come back)."""
+        if self.own_address is None or address[1] != self.own_address[1]:
+            return False
+        host = address[0]
+        return host == self.own_address[0] or host in self.local_hosts
+
     def hello(self, sender: Target, port: int) -> None:
         """Send replies to ``port`` on the sender's host from now on."""
-        if self.own_address and port == self.own_address[1] and sender[0] == self.own_address[0]:
+        if self.is_own((sender[0], port)):
             raise OscError(f"/ddsp/hello: port {port} is the server's own port")
         self.reply_port = port
         with self.worker.lock:

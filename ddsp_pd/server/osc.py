@@ -21,6 +21,8 @@ from ddsp_pd.server.state import SETTINGS, OscError, Setting, describe, fmt
 log = logging.getLogger(__name__)
 
 Converter = Callable[[str, object], Any]
+#: Argument types the server takes: Pd's i, f, s, and the 64-bit numbers other clients send.
+ACCEPTED_TAGS = frozenset("ifsdh")
 
 
 def as_port(address: str, raw: object) -> int:
@@ -97,45 +99,65 @@ class Dispatcher:
         """Handle one datagram from ``client_address``; never raises."""
         self.received += 1
         sender = (str(client_address[0]), int(client_address[1]))
-        own = self.handlers.own_address
-        if own is not None and sender == own:
-            # Our own reply came back (a hello naming the server's port): never answer it.
+        if self.handlers.is_own(sender):
+            # Our own reply came back: answering it would start an endless loop.
+            log.debug("ignored a datagram from the server's own address")
             return []
         try:
             messages = decode(data)
         except OscError as exc:
             self.handlers.error(self.handlers.target_for(sender), exc)
             return []
-        for address, args in messages:
-            self.handle(sender, address, args)
+        for address, tags, args in messages:
+            self.handle(sender, address, args, tags)
         return []
 
-    def handle(self, sender: Target, address: str, args: list[Any]) -> None:
+    def handle(self, sender: Target, address: str, args: list[Any], tags: str = "") -> None:
         """Check one message against its route and run the handler; errors become replies."""
         try:
             route = self.routes.get(address)
             if route is None:
                 raise OscError(f"unknown address {_short_address(address)}")
+            refused = sorted(set(tags) - ACCEPTED_TAGS)
+            if refused:
+                raise OscError(
+                    f"{address}: argument type(s) {''.join(refused)!r} not accepted "
+                    "(send int, float or string)"
+                )
             if len(args) != len(route.converters):
                 raise OscError(
                     f"{address} takes {len(route.converters)} argument(s), got {len(args)}"
                 )
             values = [conv(address, raw) for conv, raw in zip(route.converters, args, strict=True)]
-            log.debug("%s %s from %s:%s", address, values, *sender)
+            log.debug("%s %.200s from %s:%s", address, values, *sender)
             route.handler(sender, *values)
         except Exception as exc:
             self.handlers.error(self.handlers.target_for(sender), exc)
 
 
-def decode(data: bytes) -> list[tuple[str, list[Any]]]:
-    """The messages of one datagram (bundles unpacked, timetags ignored).
+def type_tags(dgram: bytes) -> str:
+    """The type tags of one encoded OSC message, without the leading comma ('' if none)."""
+    end = dgram.find(b"\0")
+    start = (end // 4 + 1) * 4
+    if end < 0 or dgram[start : start + 1] != b",":
+        return ""
+    stop = dgram.find(b"\0", start)
+    return dgram[start + 1 : stop if stop >= 0 else len(dgram)].decode("ascii", "replace")
+
+
+def decode(data: bytes) -> list[tuple[str, str, list[Any]]]:
+    """The messages of one datagram as (address, type tags, arguments); bundles unpacked,
+    timetags ignored.
 
     Raises:
         OscError: the datagram is not OSC.
     """
     try:
         packet = OscPacket(data)
-        return [(m.message.address, list(m.message.params)) for m in packet.messages]
+        return [
+            (m.message.address, type_tags(m.message.dgram), list(m.message.params))
+            for m in packet.messages
+        ]
     except Exception as exc:
         # python-osc raises ParseError for most junk but other types for some; all mean "not OSC".
         log.debug("undecodable datagram: %s", exc)

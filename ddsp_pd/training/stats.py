@@ -45,9 +45,9 @@ def compute_power(audio: NDArray[np.floating], hop: int, n_frames: int) -> NDArr
     1024 samples every ``hop`` samples, frame i centred on sample ``hop * i``; power = mean
     square, in dB with a floor of -80; the first ``n_frames`` frames are returned.
 
-    ddsp's statistics default to 50 power frames per second, which its own note mask (at the
-    feature rate) cannot index; the reference statistics were made at the feature rate, and
-    so are ours.
+    ddsp's ``compute_dataset_statistics`` defaults to 50 power frames per second, which its
+    note mask (at the feature rate) cannot index; the ddsp 3.7 reference file has note-on
+    power fields, so it was made with power at the feature rate, and so are ours.
     """
     x = np.atleast_2d(np.asarray(audio, dtype=np.float32))
     half = POWER_FRAME_SIZE // 2

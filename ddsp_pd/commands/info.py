@@ -1,0 +1,98 @@
+"""``ddsp-pd info``: describe a checkpoint without rendering anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ddsp_pd.errors import DdspPdError
+
+_FIELDS_SHOWN = 6
+_ERA_NOTES = {
+    "0.x": "ddsp 0.x (2020): loudness v1, ld_scaled = ld / 120 + 1",
+    "1.x": "ddsp 1.x: loudness v1, ld_scaled = ld / 120 + 1",
+    "2.x": "ddsp 2.0-3.7: loudness v3, ld_scaled = ld / 80 + 1",
+    "vst": "DDSP-VST: power conditioning",
+}
+
+
+def describe(path: str | Path) -> tuple[list[str], str | None]:
+    """Lines describing the checkpoint at ``path`` and, if it cannot be rendered, why.
+
+    Reads only the gin file, the index and the statistics: works on index-only folders.
+    """
+    from ddsp_pd.checkpoint import inspect_checkpoint
+
+    info = inspect_checkpoint(path)
+    lines = [f"checkpoint: {info.path}"]
+    others = [name for name in info.available if name != info.name]
+    chosen = f"{info.name}" + (f" (also present: {', '.join(others)})" if others else "")
+    lines.append(f"chosen: {chosen}")
+    lines.append(
+        f"weights: {'present' if info.has_data else 'missing (index only, no .data file)'}"
+    )
+    lines.append(f"era: {info.era} - {_ERA_NOTES.get(info.era, '')}".rstrip(" -"))
+    lines.append(f"parameters: {info.parameter_count:,}")
+    c = info.config
+    if c is not None:
+        frame_rate = f"{c.frame_rate:g}"
+        lines += [
+            f"sample rate: {c.sample_rate} Hz, frame rate: {frame_rate}/s, hop: {c.hop} samples",
+            f"loudness: {c.loudness_version}, floor {c.min_db:g} dB"
+            + (" (trained with compute_loudness)" if c.compute_loudness else ""),
+        ]
+        if c.n_samples:
+            lines.append(
+                f"training clips: {c.n_samples} samples ({c.n_samples / c.sample_rate:g} s)"
+            )
+        lines += [
+            f"decoder: RnnFcDecoder, inputs {', '.join(c.input_keys)}; ch {c.ch}, "
+            f"{c.rnn_type.upper()} {c.rnn_channels}, {c.layers_per_stack} layers per stack",
+            "outputs: " + ", ".join(f"{name} {size}" for name, size in c.output_splits),
+            f"harmonic: {c.n_harmonics} harmonics, amplitudes upsampled '{c.amp_resample_method}'"
+            + (", normalised below Nyquist" if c.normalize_below_nyquist else ""),
+            f"noise: {c.n_noise_bands} bands, initial bias {c.noise_initial_bias:g}"
+            + (f", window {c.noise_window_size}" if c.noise_window_size > 0 else ""),
+        ]
+        if c.reverb:
+            lines.append(
+                f"reverb: trainable, {c.reverb_length} samples "
+                f"({c.reverb_length / c.sample_rate:.2f} s)"
+                + (", dry added" if c.reverb_add_dry else ", wet only")
+            )
+        else:
+            lines.append("reverb: none")
+        lines += [f"note: {note}" for note in c.notes]
+    if info.statistics_size is None:
+        lines.append("statistics: none (auto-adjust unavailable)")
+    else:
+        text = f"statistics: dataset_statistics.pkl, {info.statistics_size:,} bytes"
+        if info.statistics_problem:
+            text += f" - unusable: {info.statistics_problem}"
+        elif info.statistics_fields:
+            fields = info.statistics_fields
+            shown = ", ".join(fields[:_FIELDS_SHOWN])
+            more = f" and {len(fields) - _FIELDS_SHOWN} more" if len(fields) > _FIELDS_SHOWN else ""
+            layout = f"layout {info.statistics_layout}; " if info.statistics_layout else ""
+            text += f" ({layout}{shown}{more})"
+        lines.append(text)
+    if info.refusal:
+        return lines, f"cannot be rendered: {info.refusal}"
+    if not info.has_data:
+        return lines, "cannot be rendered: the weights (.data file) are missing"
+    return lines, None
+
+
+@click.command(name="info")
+@click.argument("checkpoint", metavar="CHECKPOINT")
+def command(checkpoint: str) -> None:
+    """Describe CHECKPOINT (folder, .zip or ckpt-N.index): era, sizes, rates, statistics."""
+    try:
+        lines, problem = describe(checkpoint)
+    except DdspPdError as err:
+        raise click.ClickException(str(err)) from err
+    for line in lines:
+        click.echo(line)
+    if problem:
+        raise click.ClickException(problem)
