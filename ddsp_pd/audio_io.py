@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import os
 import uuid
 from pathlib import Path
@@ -54,7 +55,9 @@ def read_audio(path: str | os.PathLike[str], data: bytes | None = None) -> tuple
     try:
         audio, sample_rate = sf.read(source, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as err:
+        # libsndfile names the in-memory buffer it was given; only its verdict helps users.
         reason = " ".join(str(err).split()) or type(err).__name__
+        reason = re.sub(r"^Error opening <[^>]*>: ", "", reason)
         raise InputError(f"{p} is not a readable audio file ({reason})") from err
     except OSError as err:
         raise InputError(f"cannot read {p}: {err.strerror or err}") from err

@@ -11,6 +11,8 @@ from ddsp_pd.errors import CheckpointError
 
 #: The repository's own model folder (the package is installed editable from the repo).
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+if not SHIPPED_DIR.is_dir():  # a wheel install puts the data files under the prefix
+    SHIPPED_DIR = Path(sys.prefix) / "share" / "ddsp-pd" / "checkpoints"
 #: The model that renders when the caller names none.
 DEFAULT_NAME = "default"
 
@@ -56,6 +58,14 @@ def _is_checkpoint(path: Path) -> bool:
     return path.suffix.lower() == ".zip" and path.is_file()
 
 
+def display_name(path: Path) -> str:
+    """A checkpoint's name: its folder's name, or a zip's stem (a ckpt file: its folder's)."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() != ".zip":
+        path = path.parent
+    return path.stem if path.suffix.lower() == ".zip" else path.name
+
+
 def find_checkpoints(dirs: list[Path] | None = None) -> list[CheckpointEntry]:
     """List the checkpoints directly inside each folder (a folder itself may be one), by name."""
     found: list[CheckpointEntry] = []
@@ -70,8 +80,7 @@ def find_checkpoints(dirs: list[Path] | None = None) -> list[CheckpointEntry]:
             if resolved in seen or not _is_checkpoint(path):
                 continue
             seen.add(resolved)
-            name = path.stem if path.suffix.lower() == ".zip" else path.name
-            found.append(CheckpointEntry(name=name, path=resolved))
+            found.append(CheckpointEntry(name=display_name(path), path=resolved))
     return found
 
 
@@ -86,7 +95,9 @@ def default_checkpoint(dirs: list[Path] | None = None) -> Path:
     )
 
 
-def resolve_checkpoint(name_or_path: str | os.PathLike | None, dirs: list[Path] | None = None) -> Path:
+def resolve_checkpoint(
+    name_or_path: str | os.PathLike | None, dirs: list[Path] | None = None
+) -> Path:
     """Turn a path, a name from the checkpoint folders, or None (the default) into a path."""
     if name_or_path is None or str(name_or_path) == "":
         return default_checkpoint(dirs)
@@ -96,4 +107,6 @@ def resolve_checkpoint(name_or_path: str | os.PathLike | None, dirs: list[Path] 
     for entry in find_checkpoints(dirs):
         if entry.name == str(name_or_path):
             return entry.path
-    raise CheckpointError(f"checkpoint not found: '{name_or_path}' is neither a path nor a known name")
+    raise CheckpointError(
+        f"checkpoint not found: '{name_or_path}' is neither a path nor a known name"
+    )

@@ -7,6 +7,10 @@ import os
 
 import click
 
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU-only machines) is noise for CLI users;
+# it must be set before TensorFlow is imported, which the commands do lazily.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 # Each entry: command name -> module in ddsp_pd.commands that defines a click command `command`.
 # Imported lazily so that `ddsp-pd --help` does not pay for TensorFlow.
 _COMMANDS = {
@@ -50,5 +54,3 @@ def _unavailable(name: str) -> click.Command:
 @click.version_option(package_name="ddsp-pd")
 def main() -> None:
     """DDSP timbre transfer for Pure Data: render from the shell or serve the Pd patch over OSC."""
-    # TensorFlow's C++ start-up chatter is noise for users of a CLI.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -18,10 +18,10 @@ import numpy as np
 import soundfile as sf
 
 from ddsp_pd.audio_io import resample
-from ddsp_pd.catalog import resolve_checkpoint
+from ddsp_pd.catalog import display_name, resolve_checkpoint
 from ddsp_pd.checkpoint import Checkpoint, load_checkpoint
 from ddsp_pd.controls import AdjustedControls, ControlSettings, apply_controls
-from ddsp_pd.errors import CancelledError, ControlError, DdspPdError, StatisticsError
+from ddsp_pd.errors import CancelledError, ControlError, InputError, StatisticsError
 from ddsp_pd.features import FeatureCache, Features, load_features_npz
 from ddsp_pd.model import DdspModel
 from ddsp_pd.statistics import DatasetStatistics, load_statistics
@@ -62,8 +62,8 @@ class LoadedModel:
 
     @property
     def name(self) -> str:
-        """The checkpoint's display name."""
-        return self.checkpoint.name
+        """The checkpoint's display name, as the checkpoint folders list it."""
+        return display_name(self.checkpoint.path)
 
 
 @dataclass
@@ -77,7 +77,9 @@ class RenderResult:
     gain_db: float
 
 
-def normalize_peak(audio: np.ndarray, peak_db: float = NORMALIZE_PEAK_DB) -> tuple[np.ndarray, float]:
+def normalize_peak(
+    audio: np.ndarray, peak_db: float = NORMALIZE_PEAK_DB
+) -> tuple[np.ndarray, float]:
     """Scale so the peak sits at ``peak_db`` dBFS; silence is left alone (gain 0 dB)."""
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak <= 1e-9:
@@ -104,8 +106,13 @@ def _load_statistics(checkpoint: Checkpoint) -> tuple[DatasetStatistics | None, 
 class Engine:
     """Loads models and features once and renders with them; safe to call from several threads."""
 
-    def __init__(self, tracker: str = "default", max_models: int = 4, max_features: int = 8,
-                 checkpoint_dirs: list[Path] | None = None) -> None:
+    def __init__(
+        self,
+        tracker: str = "default",
+        max_models: int = 4,
+        max_features: int = 8,
+        checkpoint_dirs: list[Path] | None = None,
+    ) -> None:
         self.tracker_name = tracker
         self.checkpoint_dirs = checkpoint_dirs
         self._models: OrderedDict[Path, LoadedModel] = OrderedDict()
@@ -133,26 +140,41 @@ class Engine:
         """Frame features of an audio file for this model (cached by content), and its own rate."""
         config = loaded.model.config
         features, _audio = self._features.get(
-            Path(input_path), config.sample_rate, config.hop, config.loudness_version,
+            Path(input_path),
+            config.sample_rate,
+            config.hop,
+            config.loudness_version,
             self.tracker_name,
         )
         return features, int(sf.info(str(input_path)).samplerate)
 
-    def adjust(self, features: Features, loaded: LoadedModel,
-               settings: RenderSettings) -> AdjustedControls:
+    def adjust(
+        self, features: Features, loaded: LoadedModel, settings: RenderSettings
+    ) -> AdjustedControls:
         """Apply the controls to frame features with this model's statistics."""
         settings.validate()
         config = loaded.model.config
         adjusted = apply_controls(
-            features.f0_hz, features.f0_confidence, features.loudness_db, settings.controls,
-            loaded.statistics, config.min_db, statistics_problem=loaded.statistics_problem,
+            features.f0_hz,
+            features.f0_confidence,
+            features.loudness_db,
+            settings.controls,
+            loaded.statistics,
+            config.min_db,
+            statistics_problem=loaded.statistics_problem,
         )
         return adjusted
 
-    def render(self, loaded: LoadedModel, settings: RenderSettings, *,
-               input_path: str | Path | None = None, features_path: str | Path | None = None,
-               progress: ProgressFn | None = None, should_stop: StopFn | None = None,
-               ) -> RenderResult:
+    def render(
+        self,
+        loaded: LoadedModel,
+        settings: RenderSettings,
+        *,
+        input_path: str | Path | None = None,
+        features_path: str | Path | None = None,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+    ) -> RenderResult:
         """Render one input (an audio file, or a features ``.npz``) with ``loaded``.
 
         ``progress(stage, fraction)`` is called at each stage; ``should_stop()`` is polled between
@@ -163,7 +185,7 @@ class Engine:
         config = loaded.model.config
         report("features", 0.0)
         if (input_path is None) == (features_path is None):
-            raise DdspPdError("give exactly one of an input audio file or a features file")
+            raise InputError("give exactly one of an input audio file or a features file")
         if input_path is not None:
             features, input_rate = self.features_for(input_path, loaded)
         else:

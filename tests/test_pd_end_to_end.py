@@ -15,7 +15,6 @@ reference checkpoint). The same steps run against both:
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,15 +27,6 @@ from pd_harness import PD, PD_MISSING, FakeServer, RealServer, free_udp_port, pd
 pytestmark = [pytest.mark.pd, pytest.mark.skipif(PD is None, reason=PD_MISSING)]
 
 PD_RATE = 48000
-SERVER_NOT_THERE = "ddsp_pd.server cannot be imported yet (the OSC server lands separately)"
-
-
-def _server_importable() -> bool:
-    try:
-        return importlib.util.find_spec("ddsp_pd.server") is not None
-    except ImportError:
-        return False
-
 
 @pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.slow)])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeServer | RealServer]:
@@ -49,8 +39,6 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeServe
         ) as fake:
             yield fake
         return
-    if not _server_importable():
-        pytest.skip(SERVER_NOT_THERE)
     real = RealServer(
         free_udp_port(),
         renders,
