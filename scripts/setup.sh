@@ -26,4 +26,4 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null
 echo "setup: installing ddsp-pd and its dependencies (TensorFlow is large; first time takes minutes)" >&2
-python -m pip install -q -e ".[test,train]"
+python -m pip install -q -e ".[test,train,crepe]"

@@ -17,14 +17,10 @@ import soundfile as sf
 from conftest import AUDIO, REFERENCE, REFERENCE_CHECKPOINT
 from test_server_support import OscClient, build, settle
 
-try:
-    from ddsp_pd.transfer import Engine
-except ImportError as exc:  # the engine's modules are being written in parallel
-    pytest.skip(f"ddsp_pd.transfer does not import yet: {exc}", allow_module_level=True)
-
 from ddsp_pd.server.app import OscService, ServerConfig
 from ddsp_pd.server.engine import transfer_settings
 from ddsp_pd.server.state import ServerState
+from ddsp_pd.transfer import Engine
 
 #: Seconds of the input clip the tests render (a short excerpt keeps CI modest).
 CLIP_SECONDS = 2.0
