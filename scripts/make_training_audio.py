@@ -252,7 +252,7 @@ def render(track: MidiTrack, program: int, seconds: float | None, out_wav: Path)
 
 #: The example inputs of the README's quick start: other timbres than the violin model's.
 EXAMPLES = {
-    "melody": (73, 5.0, 4),  # a flute
+    "melody": (73, 5.0, 7),  # a flute
     "voice_oohs": (53, 5.0, 5),
 }
 

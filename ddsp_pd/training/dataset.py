@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from ddsp_pd.audio_io import load_audio
-from ddsp_pd.errors import InputError
+from ddsp_pd.errors import InputError, OutputError
 from ddsp_pd.loudness import compute_loudness
 from ddsp_pd.pitch import get_tracker
 
@@ -31,16 +30,11 @@ log = logging.getLogger(__name__)
 
 CACHE_NAME = "train_features.npz"
 _CACHE_VERSION = "1"
-#: File name extensions libsndfile reads (it decides by content; this only selects files).
-AUDIO_EXTENSIONS = frozenset("." + ext.lower() for ext in sf.available_formats()) | {
-    ".wav",
-    ".flac",
-    ".ogg",
-    ".aif",
-    ".aiff",
-    ".mp3",
-    ".opus",
-}
+#: File name extensions taken as audio (libsndfile decides by content when reading).
+AUDIO_EXTENSIONS = frozenset(
+    (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".caf",
+     ".w64", ".rf64", ".au", ".snd")
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,11 +73,8 @@ def find_audio_files(audio_dir: str | Path) -> list[Path]:
         if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
     )
     if not files:
-        raise InputError(f"no audio files in {root} (looked for {', '.join(sorted(_SHOWN))})")
+        raise InputError(f"no audio files in {root} (looked for .wav, .flac, .ogg, .mp3, .aiff)")
     return files
-
-
-_SHOWN = {".wav", ".flac", ".ogg", ".aiff", ".mp3"}
 
 
 def _cache_key(files: list[Path], root: Path, settings: dict[str, object]) -> str:
@@ -188,8 +179,14 @@ def prepare_examples(
         sources=tuple(sources),
     )
     if cache is not None:
+        _save_cache(cache, key, examples)
+    return examples
+
+
+def _save_cache(cache: Path, key: str, examples: Examples) -> None:
+    tmp = cache.with_name(cache.name + ".tmp.npz")
+    try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp.npz")
         np.savez(
             tmp,
             key=np.array(key),
@@ -197,7 +194,8 @@ def prepare_examples(
             f0_hz=examples.f0_hz,
             f0_confidence=examples.f0_confidence,
             loudness_db=examples.loudness_db,
-            sources=np.array(sources),
+            sources=np.array(examples.sources),
         )
         tmp.replace(cache)
-    return examples
+    except OSError as exc:
+        raise OutputError(f"cannot write the feature cache {cache}: {exc.strerror}") from exc

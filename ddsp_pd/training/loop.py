@@ -20,14 +20,14 @@ import csv
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from ddsp_pd.config import ModelConfig, parameter_count
-from ddsp_pd.errors import CheckpointError, InputError
+from ddsp_pd.errors import CheckpointError, InputError, OutputError
 from ddsp_pd.model import DdspModel
 from ddsp_pd.synth import white_noise
 from ddsp_pd.training.dataset import Examples, prepare_examples
@@ -89,11 +89,18 @@ def learning_rate(step: int, settings: TrainSettings) -> float:
 class _Adam:
     """Adam as Keras implements it (bias correction folded into the step size)."""
 
-    def __init__(self, variables: list[tf.Variable], beta_1=0.9, beta_2=0.999, epsilon=1e-7):
-        self.variables = variables
+    def __init__(
+        self,
+        variables: Mapping[str, tf.Variable],
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+    ) -> None:
+        self.names = list(variables)
+        self.variables = [variables[name] for name in self.names]
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
-        self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-        self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+        self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
+        self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def apply(self, grads: list[tf.Tensor], lr: tf.Tensor) -> None:
@@ -105,18 +112,28 @@ class _Adam:
             v.assign_add((tf.square(g) - v) * (1.0 - self.beta_2))
             var.assign_sub(step * m / (tf.sqrt(v) + self.epsilon))
 
+    @staticmethod
+    def _key(kind: str, name: str) -> str:
+        # npz member names become file names inside a zip: no slashes.
+        return f"{kind}:{name.replace('/', '|')}"
+
     def state(self) -> dict[str, np.ndarray]:
+        """Moments by variable name, and the step count."""
         out = {"iterations": np.asarray(self.iterations.numpy())}
-        for i, (m, v) in enumerate(zip(self.m, self.v, strict=True)):
-            out[f"m{i}"] = m.numpy()
-            out[f"v{i}"] = v.numpy()
+        for name, m, v in zip(self.names, self.m, self.v, strict=True):
+            out[self._key("m", name)] = m.numpy()
+            out[self._key("v", name)] = v.numpy()
         return out
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
-        self.iterations.assign(int(state["iterations"]))
-        for i, (m, v) in enumerate(zip(self.m, self.v, strict=True)):
-            m.assign(state[f"m{i}"])
-            v.assign(state[f"v{i}"])
+        """Load :meth:`state` output; a missing or misshapen moment is a CheckpointError."""
+        try:
+            self.iterations.assign(int(state["iterations"]))
+            for name, m, v in zip(self.names, self.m, self.v, strict=True):
+                m.assign(state[self._key("m", name)])
+                v.assign(state[self._key("v", name)])
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"training state does not fit the model ({exc})") from exc
 
 
 @dataclass(frozen=True)
@@ -223,17 +240,16 @@ def train(
     if options.steps < 1 or options.batch_size < 1:
         raise InputError("--steps and --batch-size must be at least 1")
     config = preset_config(options.config, options.example_secs)
-    settings = TrainSettings(
-        **{
-            **options.settings.__dict__,
-            "batch_size": options.batch_size,
-            "num_steps": options.steps,
-            "steps_per_save": options.save_every,
-            "checkpoints_to_keep": options.keep,
-            "example_secs": options.example_secs,
-        }
+    settings = replace(
+        options.settings,
+        batch_size=options.batch_size,
+        num_steps=options.steps,
+        steps_per_save=options.save_every,
+        checkpoints_to_keep=options.keep,
+        example_secs=options.example_secs,
     )
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is not a folder: give a checkpoint folder with -o")
     if examples is None:
         examples = prepare_examples(
             audio_dir,
@@ -245,6 +261,10 @@ def train(
             options.tracker,
             progress=say,
         )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out}: {exc.strerror}") from exc
     stats = compute_dataset_statistics(
         examples.audio, examples.f0_hz, examples.f0_confidence, examples.loudness_db, config.hop
     )
@@ -254,8 +274,8 @@ def train(
     )
 
     start, model, state = _restore(out, config, options.seed, say)
-    variables = list(model.ddsp_variables().values())
-    optimizer = _Adam(variables)
+    optimizer = _Adam(model.ddsp_variables())
+    variables = optimizer.variables
     if state is not None:
         optimizer.restore(state)
     n_params = parameter_count({n: v.shape for n, v in model.ddsp_variables().items()})

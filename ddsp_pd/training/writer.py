@@ -53,7 +53,7 @@ class TrainSettings:
     num_steps: int = 30000
     steps_per_save: int = 300
     checkpoints_to_keep: int = 3
-    example_secs: int = 4
+    example_secs: float = 4.0
     fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64)
 
 
@@ -270,7 +270,7 @@ def operative_config_text(config: ModelConfig, settings: TrainSettings) -> str:
             [
                 "# ddsp-pd trains from audio files directly; these describe its examples.",
                 "TFRecordProvider.centered = False",
-                f"TFRecordProvider.example_secs = {settings.example_secs}",
+                f"TFRecordProvider.example_secs = {settings.example_secs:g}",
                 f"TFRecordProvider.frame_rate = {frame_rate}",
                 f"TFRecordProvider.sample_rate = {config.sample_rate}",
             ],
