@@ -103,6 +103,16 @@ def _load_statistics(checkpoint: Checkpoint) -> tuple[DatasetStatistics | None, 
         return None, f"dataset_statistics.pkl unusable: {exc}"
 
 
+def _warm_up(model: DdspModel) -> None:
+    """Trace the model's graphs on one second of a quiet tone.
+
+    Tracing costs seconds once per model; a long-running server pays it while loading rather
+    than on the user's first render. The graphs accept any length, so this is done once.
+    """
+    frames = int(model.config.frame_rate)
+    model.render(np.full(frames, 220.0, np.float32), np.full(frames, -60.0, np.float32))
+
+
 class Engine:
     """Loads models and features once and renders with them; safe to call from several threads."""
 
@@ -112,9 +122,11 @@ class Engine:
         max_models: int = 4,
         max_features: int = 8,
         checkpoint_dirs: list[Path] | None = None,
+        warm_up: bool = False,
     ) -> None:
         self.tracker_name = tracker
         self.checkpoint_dirs = checkpoint_dirs
+        self.warm_up = warm_up
         self._models: OrderedDict[Path, LoadedModel] = OrderedDict()
         self._max_models = max_models
         self._features = FeatureCache(max_entries=max_features)
@@ -130,6 +142,8 @@ class Engine:
         ckpt = load_checkpoint(path)
         statistics, problem = _load_statistics(ckpt)
         loaded = LoadedModel(ckpt, DdspModel(ckpt), statistics, problem)
+        if self.warm_up:
+            _warm_up(loaded.model)
         with self._lock:
             self._models[path] = loaded
             while len(self._models) > self._max_models:

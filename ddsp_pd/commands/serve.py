@@ -123,5 +123,5 @@ def _make_engine(tracker: str | None, dirs: list[Path] | None) -> object:
             raise click.ClickException(
                 f"unknown --tracker {tracker!r}: use one of {', '.join(TRACKERS)}"
             )
-        return Engine(tracker=tracker, checkpoint_dirs=dirs)
-    return Engine(checkpoint_dirs=dirs)
+        return Engine(tracker=tracker, checkpoint_dirs=dirs, warm_up=True)
+    return Engine(checkpoint_dirs=dirs, warm_up=True)
