@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 
 want_apt=()
 command -v pd >/dev/null 2>&1 || want_apt+=(puredata-core)
-command -v fluidsynth >/dev/null 2>&1 || want_apt+=(fluidsynth fluid-soundfont-gm)
+# fluidsynth + fluid-soundfont-gm are only for the training recipe (scripts/make_training_audio.py).
+if [ "${DDSP_PD_TRAINING_AUDIO:-0}" = 1 ] && ! command -v fluidsynth >/dev/null 2>&1; then
+  want_apt+=(fluidsynth fluid-soundfont-gm)
+fi
 if [ "${#want_apt[@]}" -gt 0 ] && [ "${DDSP_PD_SKIP_APT:-0}" != 1 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     echo "setup: installing Debian packages: ${want_apt[*]}" >&2
