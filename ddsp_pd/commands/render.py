@@ -57,7 +57,7 @@ def _options_to_settings(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Output WAV [default: INPUT_STEM.ddsp.wav beside the current folder].",
+    help="Output WAV [default: INPUT_STEM.ddsp.wav in the current folder].",
 )
 @click.option(
     "--features",
