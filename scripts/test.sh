@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 ruff check ddsp_pd tests benchmarks scripts
-python -m pytest -q "$@"
+python -m pytest -q -rs "$@"

@@ -26,13 +26,16 @@ from ddsp_pd.gin_config import parse_gin, read_gin
 from ddsp_pd.model import DdspModel
 from ddsp_pd.statistics import load_statistics
 from ddsp_pd.training.dataset import CACHE_NAME, find_audio_files, prepare_examples
+from ddsp_pd.training.graph import architecture_of
 from ddsp_pd.training.loop import STATE_PATTERN, TrainOptions, preset_config, train
 from ddsp_pd.training.losses import spectral_loss
 from ddsp_pd.training.stats import compute_dataset_statistics
 from ddsp_pd.training.writer import (
+    SAVE_COUNTER_KEY,
     TrainSettings,
     list_checkpoints,
     operative_config_text,
+    read_save_counter,
     write_checkpoint_state,
     write_model_checkpoint,
 )
@@ -88,12 +91,14 @@ def trained(audio_dir, tmp_path_factory):
 
 
 def test_written_keys_match_ddsp_reference(tmp_path):
-    """Every variable key ddsp 3.7 writes under model/ and nothing else (sizes may differ)."""
-    model = DdspModel(preset_config("tiny"), seed=0)
-    prefix = write_model_checkpoint(tmp_path, model.ddsp_variables(), 5)
+    """Every variable key ddsp 3.7 writes under model/, the root's save_counter, nothing else
+    (sizes may differ). The object graph itself is checked in test_checkpoint_graph.py."""
+    config = preset_config("tiny")
+    model = DdspModel(config, seed=0)
+    prefix = write_model_checkpoint(tmp_path, model.ddsp_variables(), 5, architecture_of(config))
     assert _model_keys(prefix) == _model_keys(_reference_prefix())
     all_keys = {k for k, _ in tf.train.list_variables(str(prefix))}
-    assert all_keys - _model_keys(prefix) == {"_CHECKPOINTABLE_OBJECT_GRAPH"}
+    assert all_keys - _model_keys(prefix) == {"_CHECKPOINTABLE_OBJECT_GRAPH", SAVE_COUNTER_KEY}
     state = tf.train.get_checkpoint_state(str(tmp_path))
     assert Path(state.model_checkpoint_path).name == "ckpt-5"
 
@@ -193,6 +198,9 @@ def test_resume_continues_exactly(audio_dir, trained, tmp_path):
     lines: list[str] = []
     resumed = train(audio_dir, tmp_path, options, say=lines.append)
     assert resumed.start_step == 15 and resumed.final_step == 30
+    # save_counter counts the saves of the run across the resume, as ddsp's manager does.
+    assert [read_save_counter(tmp_path / f"ckpt-{s}") for s in (15, 30)] == [1, 2]
+    assert read_save_counter(out / "ckpt-30") == 2
     assert any("resuming from step 15" in line for line in lines)
     assert any("from the cache" in line for line in lines)
     want = result.model.ddsp_variables()

@@ -6,11 +6,12 @@ to a global norm of 3, loss = multi-scale spectral loss of the reverb output aga
 example audio. The decoder sees ``f0_scaled = midi(f0) / 127`` and ``ld_scaled = ld / 80 + 1``;
 the harmonic synthesiser runs at the tracked f0 (no confidence gate, as in ddsp).
 
-A run writes into its output folder: ``ckpt-N`` (model variables only, in ddsp's layout, the
-newest few kept), ``train_state-N.npz`` beside each (Adam moments and step, to resume),
-``operative_config-0.gin``, ``dataset_statistics.pkl``, ``train_features.npz`` (the cached
-examples) and ``train_log.csv`` (step, loss, elapsed seconds). Run again with the same
-folder to resume from the newest checkpoint. Batches and noise depend only on
+A run writes into its output folder: ``ckpt-N`` (model variables only, in ddsp's layout and
+object graph so ddsp itself restores them, the newest few kept), ``train_state-N.npz``
+beside each (Adam moments and step, to resume), ``operative_config-0.gin``,
+``dataset_statistics.pkl``, ``train_features.npz`` (the cached examples) and
+``train_log.csv`` (step, loss, elapsed seconds). Run again with the same folder to resume
+from the newest checkpoint. Batches and noise depend only on
 ``(seed, step)``, so an interrupted and resumed run sees the same data as an uninterrupted one.
 """
 
@@ -31,12 +32,14 @@ from ddsp_pd.errors import CheckpointError, InputError, OutputError
 from ddsp_pd.model import DdspModel
 from ddsp_pd.synth import white_noise
 from ddsp_pd.training.dataset import Examples, prepare_examples
+from ddsp_pd.training.graph import architecture_of
 from ddsp_pd.training.losses import spectral_loss
 from ddsp_pd.training.stats import compute_dataset_statistics
 from ddsp_pd.training.writer import (
     TrainSettings,
     list_checkpoints,
     prune_checkpoints,
+    read_save_counter,
     write_model_checkpoint,
     write_operative_config,
     write_statistics,
@@ -273,7 +276,10 @@ def train(
         out, stats.values, stats.quantile_transform.quantiles, stats.quantile_transform.references
     )
 
+    architecture = architecture_of(config)
     start, model, state = _restore(out, config, options.seed, say)
+    # ddsp's CheckpointManager counts the saves of a run across resumes; so does this.
+    saves = read_save_counter(out / f"ckpt-{start}") if start else 0
     optimizer = _Adam(model.ddsp_variables())
     variables = optimizer.variables
     if state is not None:
@@ -318,7 +324,9 @@ def train(
     step = start
 
     def save(step: int) -> None:
-        write_model_checkpoint(out, model.ddsp_variables(), step)
+        nonlocal saves
+        saves += 1
+        write_model_checkpoint(out, model.ddsp_variables(), step, architecture, saves)
         np.savez(out / STATE_PATTERN.format(step), **optimizer.state())
         prune_checkpoints(out, options.keep, also=(STATE_PATTERN,))
         _write_log(log_path, log_rows)

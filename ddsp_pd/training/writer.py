@@ -2,13 +2,16 @@
 
 A directory gets ``ckpt-N.index`` + ``ckpt-N.data-00000-of-00001`` (model variables only,
 under the object paths ddsp's ``Autoencoder`` produces, e.g.
-``model/decoder/rnn/rnn/cell/kernel/.ATTRIBUTES/VARIABLE_VALUE``), the ``checkpoint`` text
-file naming the latest, ``operative_config-0.gin`` and ``dataset_statistics.pkl``.
+``model/decoder/rnn/rnn/cell/kernel/.ATTRIBUTES/VARIABLE_VALUE``, and the root's
+``save_counter``), the ``checkpoint`` text file naming the latest, ``operative_config-0.gin``
+and ``dataset_statistics.pkl``.
 
-TensorFlow names a variable in an object-based checkpoint by the attribute path that leads
-to it from the root. Keras layers are tracked as ``layer_with_weights-K``; here a plain tree
-of :class:`tf.Module` objects whose attributes carry exactly those names reproduces the
-paths, so no Keras model has to be built.
+TensorFlow saves with the variables the graph of objects that leads to them, and ddsp
+restores by walking that graph by child name. :mod:`ddsp_pd.training.graph` describes the
+graph ddsp's objects have (Keras ``layer-N`` and ``layer_with_weights-K`` edges, the empty
+list and loss objects); here it is rebuilt from plain :class:`tf.Module` objects, so no Keras
+model has to be built, and written through ``tf.train.Checkpoint`` with its ``save_counter``
+(ddsp's decoder-only restore asserts that it is matched).
 """
 
 from __future__ import annotations
@@ -26,19 +29,24 @@ import tensorflow as tf
 
 from ddsp_pd.config import ModelConfig
 from ddsp_pd.errors import OutputError
+from ddsp_pd.training.graph import Architecture, Node, model_graph, variable_names
 
 __all__ = [
+    "SAVE_COUNTER_KEY",
     "TrainSettings",
     "list_checkpoints",
+    "object_tree",
     "operative_config_text",
     "prune_checkpoints",
+    "read_save_counter",
     "statistics_bytes",
-    "variable_tree",
     "write_checkpoint_state",
     "write_model_checkpoint",
 ]
 
 _CKPT = re.compile(r"^ckpt-(\d+)\.index$")
+#: The checkpoint key of ``tf.train.Checkpoint``'s counter of saves.
+SAVE_COUNTER_KEY = "save_counter/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 @dataclass(frozen=True)
@@ -57,28 +65,31 @@ class TrainSettings:
     fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64)
 
 
-def variable_tree(variables: Mapping[str, tf.Variable]) -> tf.Module:
-    """A tree of modules in which ``variables[name]`` sits at the attribute path ``name``.
+def object_tree(graph: Node, variables: Mapping[str, tf.Variable]) -> tf.Module:
+    """The graph as trackable objects, with ``variables[name]`` at each variable slot.
 
-    ``{"decoder/rnn/rnn/cell/kernel": v}`` gives ``root.decoder.rnn.rnn.cell.kernel is v``
-    (attribute names such as ``layer_with_weights-0`` or ``0`` are set with ``setattr``).
+    Children are added in the graph's order (TensorFlow names a variable by the first path
+    it finds, breadth first); a node or variable that appears under two names becomes one
+    object with two edges. Raises ``ValueError`` unless ``variables`` fills exactly the
+    graph's variable slots.
     """
-    root = tf.Module(name="model")
-    for name in sorted(variables):
-        parts = name.split("/")
-        node = root
-        for part in parts[:-1]:
-            child = node.__dict__.get(part)
-            if child is None:
-                child = tf.Module()
-                setattr(node, part, child)
-            elif not isinstance(child, tf.Module):
-                raise ValueError(f"variable name {name!r} runs through another variable")
-            node = child
-        if parts[-1] in node.__dict__:
-            raise ValueError(f"duplicate variable name {name!r}")
-        setattr(node, parts[-1], variables[name])
-    return root
+    slots = set(variable_names(graph))
+    if slots != set(variables):
+        missing = sorted(slots - set(variables))
+        extra = sorted(set(variables) - slots)
+        raise ValueError(f"variables do not fit the graph: missing {missing}, extra {extra}")
+    made: dict[int, tf.Module] = {}
+
+    def build(node: Node) -> tf.Module:
+        if id(node) in made:
+            return made[id(node)]
+        module = made[id(node)] = tf.Module()
+        for name, child in node.items():
+            # setattr: names such as ``layer-0`` are not identifiers.
+            setattr(module, name, variables[child] if isinstance(child, str) else build(child))
+        return module
+
+    return build(graph)
 
 
 def list_checkpoints(directory: str | Path) -> list[int]:
@@ -99,12 +110,18 @@ def write_checkpoint_state(directory: str | Path, steps: list[int]) -> None:
 
 
 def write_model_checkpoint(
-    directory: str | Path, variables: Mapping[str, tf.Variable | np.ndarray], step: int
+    directory: str | Path,
+    variables: Mapping[str, tf.Variable | np.ndarray],
+    step: int,
+    architecture: Architecture,
+    save_counter: int = 1,
 ) -> Path:
     """Write ``ckpt-<step>`` with the given model variables (ddsp names, no ``model/``).
 
-    Also rewrites the ``checkpoint`` file to list every ``ckpt-N`` in the directory with this
-    one as the latest. Returns the checkpoint prefix.
+    The object graph is ddsp's for ``architecture`` (``graph.architecture_of(config)``);
+    ``save_counter`` is the root's count of saves (ddsp's ``CheckpointManager`` counts every
+    save of a run, resumed runs included). Also rewrites the ``checkpoint`` file to list every
+    ``ckpt-N`` in the directory with this one as the latest. Returns the checkpoint prefix.
     """
     out = Path(directory)
     try:
@@ -115,14 +132,29 @@ def write_model_checkpoint(
         name: v if isinstance(v, tf.Variable) else tf.Variable(np.asarray(v, np.float32))
         for name, v in variables.items()
     }
+    root = tf.train.Checkpoint(model=object_tree(model_graph(architecture), tf_vars))
+    # The public property creates the counter (int64, as ``save()`` would); ``write()``
+    # is used rather than ``save()`` so the file is numbered by step, not by the counter.
+    root.save_counter.assign(int(save_counter))
     prefix = out / f"ckpt-{int(step)}"
     try:
-        tf.train.Checkpoint(model=variable_tree(tf_vars)).write(str(prefix))
+        root.write(str(prefix))
     except (OSError, tf.errors.OpError) as exc:
         raise OutputError(f"cannot write checkpoint {prefix}: {exc}") from exc
     steps = [s for s in list_checkpoints(out) if s != int(step)] + [int(step)]
     write_checkpoint_state(out, steps)
     return prefix
+
+
+def read_save_counter(prefix: str | Path) -> int:
+    """The ``save_counter`` of a checkpoint, 0 when it has none (older ddsp-pd files)."""
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+    except (OSError, ValueError, tf.errors.OpError):
+        return 0
+    if not reader.has_tensor(SAVE_COUNTER_KEY):
+        return 0
+    return int(reader.get_tensor(SAVE_COUNTER_KEY))
 
 
 def prune_checkpoints(directory: str | Path, keep: int, also: tuple[str, ...] = ()) -> None:
