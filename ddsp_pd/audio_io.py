@@ -1,4 +1,9 @@
-"""Read any audio file as mono float32 at a given rate; write WAV files atomically."""
+"""Read any audio file as mono float32 at a given rate; write WAV, FLAC, OGG or AIFF atomically.
+
+Reading checks what libsndfile does not: a file cut short (its header promises more than is
+there) loads with an :class:`AudioWarning` naming both durations, and one with no frames at
+all is an error.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,17 @@ import io
 import os
 import re
 import uuid
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from ddsp_pd.audio_header import declared_frames
 from ddsp_pd.errors import InputError, OutputError
+from ddsp_pd.output_path import file_in_the_way
 
 # soxr's "very high quality": 28-bit precision, flat passband to 95 % of Nyquist. Its cost is
 # a few milliseconds per 10 s of audio, so there is no reason to trade quality for speed.
@@ -34,6 +43,41 @@ def resample(audio: np.ndarray, sr_in: float, sr_out: float) -> np.ndarray:
     return np.asarray(soxr.resample(audio, sr_in, sr_out, quality=RESAMPLE_QUALITY), np.float32)
 
 
+class AudioWarning(UserWarning):
+    """Something about an input file the user should know; the file was loaded all the same.
+
+    Raised through :func:`warnings.warn`; a command line shows it as a warning line, a
+    server may log it.
+    """
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What :func:`probe_audio` found out about an audio file without decoding it.
+
+    ``frames`` is what can be read; ``declared_frames`` what the header says (None when the
+    format's header does not say or could not be parsed).
+    """
+
+    path: Path
+    format: str
+    subtype: str
+    sample_rate: int
+    channels: int
+    frames: int
+    declared_frames: int | None
+
+    @property
+    def seconds(self) -> float:
+        """Duration of the readable audio."""
+        return self.frames / self.sample_rate
+
+    @property
+    def warning(self) -> str | None:
+        """The truncation warning for this file, or None."""
+        return _truncation_warning(self.path, self.declared_frames, self.frames, self.sample_rate)
+
+
 def _check_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if not p.exists():
@@ -43,24 +87,106 @@ def _check_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def _not_readable(p: Path, err: BaseException) -> InputError:
+    # libsndfile names the in-memory buffer it was given; only its verdict helps users.
+    reason = " ".join(str(err).split()) or type(err).__name__
+    reason = re.sub(r"^Error opening <[^>]*>: ", "", reason)
+    reason = re.sub(r"^Error opening '[^']*': ", "", reason)
+    return InputError(f"{p} is not a readable audio file ({reason})")
+
+
+_DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError)
+
+
+def _seconds(frames: int, sample_rate: int) -> str:
+    seconds = frames / sample_rate
+    return f"{seconds:.2f} s" if seconds >= 0.01 else f"{seconds:.4f} s"
+
+
+def _truncation_warning(p: Path, declared: int | None, frames: int, rate: int) -> str | None:
+    if declared is None or frames >= declared:
+        return None
+    return (
+        f"{p} is truncated: its header says {_seconds(declared, rate)} of audio, "
+        f"only {_seconds(frames, rate)} can be read"
+    )
+
+
+def _check_frames(p: Path, declared: int | None, frames: int, rate: int) -> None:
+    """Raise InputError for a file with no frames; warn (AudioWarning) if it is cut short."""
+    if frames == 0:
+        if declared:
+            raise InputError(
+                f"{p} has no audio frames: its header says {_seconds(declared, rate)}, "
+                "but the file is cut short before any audio"
+            )
+        raise InputError(f"{p} is empty (0 samples)")
+    message = _truncation_warning(p, declared, frames, rate)
+    if message is not None:
+        warnings.warn(AudioWarning(message), stacklevel=2)
+
+
+def _size(p: Path) -> int | None:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return None  # the read that follows reports it
+
+
+def _declared(source: str | io.BytesIO) -> int | None:
+    if isinstance(source, io.BytesIO):
+        return declared_frames(source)
+    try:
+        with open(source, "rb") as handle:
+            return declared_frames(handle)
+    except OSError:
+        return None
+
+
+def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
+    """Check that ``path`` is an audio file with at least one frame, from its header only.
+
+    Cheap (no decoding), so a command can refuse a bad input before loading anything heavy.
+    Raises InputError, with the messages of :func:`read_audio`, for a missing path, a
+    directory, an empty (0-byte) file, anything libsndfile cannot open, and a file without
+    frames. A truncated file is not an error: see :attr:`AudioInfo.warning`.
+    """
+    p = _check_path(path)
+    if _size(p) == 0:
+        raise InputError(f"{p} is empty (0 bytes)")
+    try:
+        info = sf.info(str(p))
+    except _DECODE_ERRORS as err:
+        raise _not_readable(p, err) from err
+    except OSError as err:
+        raise InputError(f"cannot read {p}: {err.strerror or err}") from err
+    declared = _declared(str(p))
+    rate = int(info.samplerate)
+    if info.frames == 0:
+        _check_frames(p, declared, 0, rate)  # raises: empty, or promised audio is missing
+    return AudioInfo(p, info.format, info.subtype, rate, info.channels, info.frames, declared)
+
+
 def read_audio(path: str | os.PathLike[str], data: bytes | None = None) -> tuple[np.ndarray, int]:
     """Read an audio file as float32 ``[n, channels]`` and its sample rate.
 
     If ``data`` is given it is decoded instead of reading ``path`` (which then only names
-    the file in messages). Raises InputError for a missing path, a directory, or anything
-    libsndfile cannot decode.
+    the file in messages). Raises InputError for a missing path, a directory, an empty
+    (0-byte) file, anything libsndfile cannot decode, and a file whose header promises audio
+    of which none is there. A file cut short (fewer frames than its WAV or AIFF header says)
+    is read as far as it goes, with an :class:`AudioWarning` naming both durations.
     """
     p = Path(path) if data is not None else _check_path(path)
+    if (len(data) if data is not None else _size(p)) == 0:
+        raise InputError(f"{p} is empty (0 bytes)")
     source: str | io.BytesIO = io.BytesIO(data) if data is not None else str(p)
     try:
         audio, sample_rate = sf.read(source, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as err:
-        # libsndfile names the in-memory buffer it was given; only its verdict helps users.
-        reason = " ".join(str(err).split()) or type(err).__name__
-        reason = re.sub(r"^Error opening <[^>]*>: ", "", reason)
-        raise InputError(f"{p} is not a readable audio file ({reason})") from err
+    except _DECODE_ERRORS as err:
+        raise _not_readable(p, err) from err
     except OSError as err:
         raise InputError(f"cannot read {p}: {err.strerror or err}") from err
+    _check_frames(p, _declared(source), len(audio), int(sample_rate))
     return audio, int(sample_rate)
 
 
@@ -109,26 +235,116 @@ def load_audio(
     return audio
 
 
-def write_wav_atomic(
+# --------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------
+
+#: Output formats by file extension (lower case), and each format's default subtype. FLAC and
+#: AIFF get 24-bit PCM (FLAC has no float; float AIFF is rarely read); WAV keeps 32-bit float.
+FORMAT_BY_EXTENSION: dict[str, str] = {
+    ".wav": "WAV",
+    ".flac": "FLAC",
+    ".ogg": "OGG",
+    ".aiff": "AIFF",
+    ".aif": "AIFF",
+}
+DEFAULT_SUBTYPES: dict[str, str] = {
+    "WAV": "FLOAT",
+    "FLAC": "PCM_24",
+    "OGG": "VORBIS",
+    "AIFF": "PCM_24",
+}
+#: The extension a default output name gets for each format.
+EXTENSION_BY_FORMAT: dict[str, str] = {
+    "WAV": ".wav",
+    "FLAC": ".flac",
+    "OGG": ".ogg",
+    "AIFF": ".aiff",
+}
+
+
+def output_format(
+    path: str | os.PathLike[str], format: str | None = None, subtype: str | None = None
+) -> tuple[str, str]:
+    """The ``(format, subtype)`` to write ``path`` in: ``format`` if given, else its extension's.
+
+    ``subtype`` defaults to :data:`DEFAULT_SUBTYPES`. Raises OutputError, listing what is
+    supported, for an unknown extension (without ``format``), an unknown format, or a subtype
+    the format cannot hold.
+    """
+    target = Path(path)
+    if format is None:
+        suffix = target.suffix.lower()
+        if suffix not in FORMAT_BY_EXTENSION:
+            known = f"use {', '.join(FORMAT_BY_EXTENSION)}, or give --format"
+            if not target.suffix:
+                raise OutputError(
+                    f"cannot write {target}: no extension to choose the format by ({known})"
+                )
+            raise OutputError(
+                f"cannot write {target}: unknown audio extension {target.suffix!r} ({known})"
+            )
+        format = FORMAT_BY_EXTENSION[suffix]
+    format = format.upper()
+    if format not in DEFAULT_SUBTYPES:
+        raise OutputError(
+            f"cannot write {target}: unknown format {format!r} (use {', '.join(DEFAULT_SUBTYPES)})"
+        )
+    subtype = (subtype or DEFAULT_SUBTYPES[format]).upper()
+    if not sf.check_format(format, subtype):
+        known = ", ".join(sf.available_subtypes(format))
+        raise OutputError(
+            f"cannot write {target}: {subtype!r} is not a {format} subtype (use one of {known})"
+        )
+    return format, subtype
+
+
+def _encoder_error(err: BaseException) -> str:
+    reason = getattr(err, "strerror", None) or " ".join(str(err).split()) or type(err).__name__
+    return re.sub(r"^Error opening <[^>]*>: (Error : )?", "", reason)
+
+
+def check_encodable(format: str, subtype: str, sample_rate: int, channels: int = 1) -> None:
+    """Raise OutputError if libsndfile refuses to encode ``format``/``subtype`` at this rate.
+
+    Encodes a few samples in memory, so limits such as Opus' fixed sample rates show before
+    a render rather than after it.
+    """
+    try:
+        sf.write(
+            io.BytesIO(),
+            np.zeros((16, channels), np.float32),
+            int(sample_rate),
+            format=format,
+            subtype=subtype,
+        )
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
+        raise OutputError(
+            f"cannot write {format}/{subtype} at {sample_rate} Hz: {_encoder_error(err)}"
+        ) from err
+
+
+def write_audio_atomic(
     path: str | os.PathLike[str],
     audio: np.ndarray,
     sample_rate: int,
-    subtype: str = "FLOAT",
+    format: str | None = None,
+    subtype: str | None = None,
 ) -> Path:
-    """Write ``audio`` (``[n]`` or ``[n, channels]``) to ``path`` as a WAV file, atomically.
+    """Write ``audio`` (``[n]`` or ``[n, channels]``) to ``path``, atomically.
 
-    The data goes to a temporary file in the same folder, which then replaces ``path`` in one
-    rename, so a reader (Pd's soundfiler, say) sees either the old file or the complete new
-    one. Parent folders are created. Integer subtypes (``PCM_16``, ``PCM_24``, ...) clip to
-    [-1, 1]; ``FLOAT`` and ``DOUBLE`` keep values as they are.
+    The format is ``format``, or the one ``path``'s extension names (see :func:`output_format`;
+    an unknown extension is refused). The data goes to a temporary file in the same folder,
+    is synced to disk, and then replaces ``path`` in one rename, so a reader (Pd's soundfiler,
+    say) sees either the old file or the complete new one, and a failed write leaves the old
+    file as it was. Parent folders are created. Integer and lossy subtypes clip to [-1, 1];
+    ``FLOAT`` and ``DOUBLE`` keep values as they are.
 
-    Raises OutputError if the subtype is not a WAV subtype, the audio has NaN or infinite
-    samples, or the file cannot be written. Returns the path written.
+    Raises OutputError if the format is not supported, the audio has NaN or infinite samples,
+    or the file cannot be written. Returns the path written.
     """
     target = Path(path)
-    subtype = subtype.upper()
-    if not sf.check_format("WAV", subtype):
-        raise OutputError(f"cannot write {target}: {subtype!r} is not a WAV subtype")
+    format, subtype = output_format(target, format, subtype)
     data = np.asarray(audio, dtype=np.float32)
     if data.ndim not in (1, 2):
         raise OutputError(f"cannot write {target}: audio must be [n] or [n, channels]")
@@ -138,19 +354,36 @@ def write_wav_atomic(
         # libsndfile does not clip by default: out-of-range floats would wrap around.
         data = np.clip(data, -1.0, 1.0)
 
+    blocker = file_in_the_way(target.parent)
+    if blocker is not None:
+        # mkdir would say "File exists" or "Not a directory", which names neither path.
+        raise OutputError(f"cannot write {target}: {blocker} is not a folder")
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # os.open applies the umask, so the final file gets the usual permissions.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as handle:
-            sf.write(handle, data, int(sample_rate), subtype=subtype, format="WAV")
+            sf.write(handle, data, int(sample_rate), subtype=subtype, format=format)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except (OSError, sf.LibsndfileError, RuntimeError, ValueError) as err:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        reason = getattr(err, "strerror", None) or " ".join(str(err).split())
-        raise OutputError(f"cannot write {target}: {reason}") from err
+        raise OutputError(f"cannot write {target}: {_encoder_error(err)}") from err
     return target
+
+
+def write_wav_atomic(
+    path: str | os.PathLike[str],
+    audio: np.ndarray,
+    sample_rate: int,
+    subtype: str = "FLOAT",
+) -> Path:
+    """Write ``audio`` to ``path`` as a WAV file whatever its extension, atomically.
+
+    :func:`write_audio_atomic` with ``format="WAV"``; ``subtype`` is a WAV subtype
+    (``FLOAT``, ``PCM_16``, ``PCM_24``, ...). Raises OutputError as it does.
+    """
+    return write_audio_atomic(path, audio, sample_rate, format="WAV", subtype=subtype)

@@ -7,6 +7,8 @@ import os
 
 import click
 
+from ddsp_pd import tf_quiet
+
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU-only machines) is noise for CLI users;
 # it must be set before TensorFlow is imported, which the commands do lazily.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -35,7 +37,10 @@ class _LazyGroup(click.Group):
             if exc.name == f"ddsp_pd.commands.{name}":
                 return _unavailable(name)
             raise
-        return module.command
+        command = module.command
+        if not any(param.name == "verbose" for param in command.params):
+            command.params.append(_verbose_option())
+        return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
@@ -50,7 +55,39 @@ def _unavailable(name: str) -> click.Command:
     return stub
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+_VERBOSE_HELP = "Show TensorFlow's start-up messages on stderr."
+_VERBOSE_KEY = "ddsp_pd.verbose"  # in ctx.meta, which a command's context shares with the group's
+
+
+def _show_tensorflow_messages(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[_VERBOSE_KEY] = True
+        tf_quiet.uninstall()
+
+
+def _verbose_option() -> click.Option:
+    # Eager and not passed to the command: each command gets it without declaring it.
+    return click.Option(
+        ["--verbose"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_show_tensorflow_messages,
+        help=_VERBOSE_HELP,
+    )
+
+
+@click.group(
+    cls=_LazyGroup,
+    params=[_verbose_option()],
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(package_name="ddsp-pd")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """DDSP timbre transfer for Pure Data: render from the shell or serve the Pd patch over OSC."""
+    # The group runs before its command's options are parsed, so a command's --verbose can
+    # still take the hook away again; TensorFlow itself is imported only by the command.
+    if not ctx.meta.get(_VERBOSE_KEY):
+        tf_quiet.install()
+        ctx.call_on_close(tf_quiet.uninstall)

@@ -353,6 +353,10 @@ def count_segments(mask: ArrayLike) -> int:
 # --------------------------------------------------------------------------------------
 
 
+# Fields whose user-facing name (CLI option, OSC address) differs from the field's.
+_CONTROL_LABELS = {"loudness_db": "loudness"}
+
+
 @dataclass(frozen=True)
 class ControlSettings:
     """Every control of a render, with the notebook's defaults.
@@ -387,15 +391,17 @@ class ControlSettings:
             if f.name not in CONTROL_RANGES:
                 continue
             value = getattr(self, f.name)
+            # Messages name the control as users set it (--loudness, /ddsp/loudness).
+            label = _CONTROL_LABELS.get(f.name, f.name)
             if isinstance(value, (bool, np.bool_)) or not isinstance(
                 value, (int, float, np.integer, np.floating)
             ):
-                raise ControlError(f"{f.name} must be a number, got {value!r}")
+                raise ControlError(f"{label} must be a number, got {value!r}")
             lo, hi = CONTROL_RANGES[f.name]
             if not math.isfinite(float(value)):
-                raise ControlError(f"{f.name} must be a finite number, got {value!r}")
+                raise ControlError(f"{label} must be a finite number, got {value!r}")
             if not lo <= float(value) <= hi:
-                raise ControlError(f"{f.name} must be in [{lo:g}, {hi:g}], got {value!r}")
+                raise ControlError(f"{label} must be in [{lo:g}, {hi:g}], got {value!r}")
         return self
 
 

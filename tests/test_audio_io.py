@@ -256,3 +256,190 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
         write_wav_atomic(path, np.ones(50, np.float32) * 0.1, 16000)
     assert sf.info(path).frames == 100
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]
+
+
+def test_write_errors_name_the_file_in_the_way(tmp_path):
+    """A parent that is a file is named as such, not as mkdir's "File exists"."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for target in (blocker / "out.wav", blocker / "deeper" / "out.wav"):
+        with pytest.raises(OutputError) as excinfo:
+            write_wav_atomic(target, np.zeros(10, np.float32), 16000)
+        _one_line_error(excinfo, "cannot write", str(blocker), "is not a folder")
+        assert "File exists" not in str(excinfo.value)
+        assert "Not a directory" not in str(excinfo.value)
+    assert blocker.read_text() == "x"
+
+
+# ---------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "subtype"),
+    [
+        ("out.wav", "WAV", "FLOAT"),
+        ("out.flac", "FLAC", "PCM_24"),
+        ("out.ogg", "OGG", "VORBIS"),
+        ("out.aiff", "AIFF", "PCM_24"),
+        ("out.aif", "AIFF", "PCM_24"),
+        ("OUT.FLAC", "FLAC", "PCM_24"),
+    ],
+)
+def test_write_audio_uses_the_format_its_extension_names(tmp_path, name, fmt, subtype):
+    audio = _sine(440, 16000, seconds=0.5)
+    path = tmp_path / name
+    assert audio_io.write_audio_atomic(path, audio, 16000) == path
+    info = sf.info(path)
+    assert (info.format, info.subtype, info.samplerate) == (fmt, subtype, 16000)
+    assert info.frames == len(audio)
+    got, _ = sf.read(path, dtype="float32")
+    if fmt != "OGG":  # lossless: sample by sample (24-bit PCM quantisation)
+        np.testing.assert_allclose(got, audio, atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_write_audio_format_and_subtype_override_the_extension(tmp_path):
+    path = tmp_path / "out.bin"
+    audio_io.write_audio_atomic(path, _sine(440, 16000), 16000, format="aiff", subtype="pcm_16")
+    assert (sf.info(path).format, sf.info(path).subtype) == ("AIFF", "PCM_16")
+
+
+@pytest.mark.parametrize("name", ["out.mp3", "out", "out.wav.txt"])
+def test_unknown_extension_is_refused_with_the_supported_ones(tmp_path, name):
+    with pytest.raises(OutputError) as excinfo:
+        audio_io.write_audio_atomic(tmp_path / name, _sine(440, 16000), 16000)
+    _one_line_error(excinfo, name, ".wav", ".flac", ".ogg", ".aiff", "--format")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_format_refuses_subtypes_the_format_cannot_hold(tmp_path):
+    with pytest.raises(OutputError) as excinfo:
+        audio_io.output_format(tmp_path / "out.flac", subtype="FLOAT")
+    _one_line_error(excinfo, "FLOAT", "FLAC", "PCM_24")
+    with pytest.raises(OutputError, match="unknown format"):
+        audio_io.output_format(tmp_path / "out.wav", format="MP4")
+    assert audio_io.output_format(tmp_path / "x.wav", format="flac") == ("FLAC", "PCM_24")
+
+
+def test_check_encodable_catches_rate_limits_before_any_work():
+    audio_io.check_encodable("OGG", "VORBIS", 44100)
+    if sf.check_format("OGG", "OPUS"):
+        with pytest.raises(OutputError, match="44100"):
+            audio_io.check_encodable("OGG", "OPUS", 44100)
+
+
+def test_failed_flac_write_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "out.flac"
+    audio_io.write_audio_atomic(path, np.zeros(100, np.float32), 16000)
+    before = path.read_bytes()
+
+    def broken(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(audio_io.os, "fsync", broken)
+    with pytest.raises(OutputError, match="No space left"):
+        audio_io.write_audio_atomic(path, np.ones(50, np.float32) * 0.1, 16000)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.flac"]
+
+
+def test_write_wav_atomic_keeps_writing_wav_whatever_the_name(tmp_path):
+    """The server's call: write_wav_atomic(path, audio, rate, subtype=...) writes WAV."""
+    path = tmp_path / "render-1.data"
+    write_wav_atomic(path, _sine(440, 16000), 16000, subtype="FLOAT")
+    assert (sf.info(path).format, sf.info(path).subtype) == ("WAV", "FLOAT")
+
+
+# ---------------------------------------------------------------- truncated input
+
+
+def _cut(tmp_path, name, fmt, subtype, keep_seconds, seconds=3.0, rate=16000):
+    """A file whose header says ``seconds`` but only ``keep_seconds`` of data follow."""
+    path = tmp_path / name
+    sf.write(path, _sine(440, rate, seconds=seconds), rate, format=fmt, subtype=subtype)
+    data = path.read_bytes()
+    bytes_per_frame = {"PCM_16": 2, "FLOAT": 4, "PCM_24": 3}[subtype]
+    data_start = len(data) - int(seconds * rate) * bytes_per_frame
+    path.write_bytes(data[: data_start + int(keep_seconds * rate) * bytes_per_frame])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "subtype"),
+    [("cut.wav", "WAV", "PCM_16"), ("cut.wav", "WAV", "FLOAT"), ("cut.aiff", "AIFF", "PCM_24")],
+)
+def test_truncated_file_warns_with_both_durations(tmp_path, name, fmt, subtype):
+    path = _cut(tmp_path, name, fmt, subtype, keep_seconds=0.06)
+    with pytest.warns(audio_io.AudioWarning) as record:
+        audio = load_audio(path, 16000)
+    assert len(audio) == 960
+    (warning,) = record
+    message = str(warning.message)
+    assert "\n" not in message
+    for word in (name, "truncated", "3.00 s", "0.06 s"):
+        assert word in message, message
+    # The bytes given instead of the path are checked the same way.
+    with pytest.warns(audio_io.AudioWarning, match="3.00 s"):
+        load_audio(path, 16000, data=path.read_bytes())
+
+
+def test_probe_reports_truncation_without_decoding(tmp_path):
+    path = _cut(tmp_path, "cut.wav", "WAV", "PCM_16", keep_seconds=0.5)
+    info = audio_io.probe_audio(path)
+    assert (info.format, info.sample_rate, info.channels) == ("WAV", 16000, 1)
+    assert (info.frames, info.declared_frames) == (8000, 48000)
+    assert "3.00 s" in info.warning and "0.50 s" in info.warning
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, _sine(440, 16000), 16000)
+    assert audio_io.probe_audio(whole).warning is None
+
+
+def test_complete_files_do_not_warn(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name, fmt, subtype in [
+            ("a.wav", "WAV", "PCM_16"),
+            ("b.wav", "WAV", "FLOAT"),
+            ("c.aiff", "AIFF", "PCM_16"),
+            ("d.flac", "FLAC", "PCM_16"),
+            ("e.ogg", "OGG", "VORBIS"),
+        ]:
+            sf.write(tmp_path / name, _sine(440, 16000), 16000, format=fmt, subtype=subtype)
+            assert abs(len(load_audio(tmp_path / name, 16000)) - 16000) <= 1
+            assert audio_io.probe_audio(tmp_path / name).warning is None
+
+
+def test_header_without_frames_is_an_error(tmp_path):
+    path = _cut(tmp_path, "hollow.wav", "WAV", "PCM_16", keep_seconds=0.0)
+    for load in (lambda: load_audio(path, 16000), lambda: audio_io.probe_audio(path)):
+        with pytest.raises(InputError) as excinfo:
+            load()
+        _one_line_error(excinfo, "hollow.wav", "no audio frames", "3.00 s")
+
+
+def test_zero_byte_file_is_empty(tmp_path):
+    path = tmp_path / "zero.wav"
+    path.write_bytes(b"")
+    for load in (
+        lambda: load_audio(path, 16000),
+        lambda: audio_io.probe_audio(path),
+        lambda: load_audio(path, 16000, data=b""),
+    ):
+        with pytest.raises(InputError) as excinfo:
+            load()
+        _one_line_error(excinfo, "zero.wav", "empty (0 bytes)")
+
+
+def test_probe_refuses_what_read_refuses(tmp_path):
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio\n" * 20)
+    with pytest.raises(InputError) as excinfo:
+        audio_io.probe_audio(text)
+    _one_line_error(excinfo, "notes.wav", "not a readable audio file")
+    assert "Error opening" not in str(excinfo.value)
+    with pytest.raises(InputError, match="not found"):
+        audio_io.probe_audio(tmp_path / "nope.wav")
+    with pytest.raises(InputError, match="directory"):
+        audio_io.probe_audio(tmp_path)

@@ -393,9 +393,12 @@ def test_settings_ranges(name: str) -> None:
     lo, hi = CONTROL_RANGES[name]
     ControlSettings(**{name: lo}).validate()
     ControlSettings(**{name: hi}).validate()
+    # Messages name the control as users set it: --loudness, /ddsp/loudness.
+    label = {"loudness_db": "loudness"}.get(name, name)
     for bad in (lo - 0.01, hi + 0.01, math.nan, math.inf, "1", True, None):
-        with pytest.raises(ControlError, match=name):
+        with pytest.raises(ControlError, match=rf"^{label} ") as excinfo:
             ControlSettings(**{name: bad}).validate()
+        assert "loudness_db" not in str(excinfo.value)
 
 
 def test_adjust_must_be_boolean() -> None:

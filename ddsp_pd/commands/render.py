@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -10,7 +14,7 @@ import click
 from ddsp_pd.errors import DdspPdError
 
 
-def _options_to_settings(
+def _check_controls(
     octave: float,
     loudness: float,
     confidence: float,
@@ -18,14 +22,11 @@ def _options_to_settings(
     quiet: float,
     autotune: float,
     note_threshold: float,
-    sample_rate: int | None,
-    normalize: bool,
-    seed: int,
 ):
+    # ddsp_pd.controls is numpy only: bad values are refused before TensorFlow loads.
     from ddsp_pd.controls import ControlSettings
-    from ddsp_pd.transfer import RenderSettings
 
-    controls = ControlSettings(
+    return ControlSettings(
         octave=octave,
         loudness_db=loudness,
         confidence=confidence,
@@ -33,12 +34,105 @@ def _options_to_settings(
         quiet=quiet,
         autotune=autotune,
         note_threshold=note_threshold,
-    )
-    settings = RenderSettings(
-        controls=controls, sample_rate=sample_rate, normalize=normalize, seed=seed
-    )
-    settings.validate()
-    return settings
+    ).validate()
+
+
+def _check_features_file(path: Path) -> None:
+    """Refuse a missing, empty or non-.npz features file (its arrays are checked on loading)."""
+    from ddsp_pd.errors import InputError
+
+    if not path.exists():
+        raise InputError(f"features file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not a features file")
+    try:
+        size = path.stat().st_size
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror or err}") from err
+    if size == 0:
+        raise InputError(f"{path} is empty (0 bytes)")
+    if not is_zip:
+        raise InputError(f"{path} is not a readable .npz features file (not a zip archive)")
+
+
+def _check_input(
+    input_path: Path | None, features_path: Path | None, shown: set[str]
+) -> int | None:
+    """Refuse a bad input from its header alone; return the input audio's rate (None: features).
+
+    A truncated input is shown as a warning line now and its text added to ``shown``.
+    """
+    if input_path is None:
+        _check_features_file(features_path)
+        return None
+    from ddsp_pd.audio_io import probe_audio
+
+    info = probe_audio(input_path)
+    if info.warning is not None:
+        _warn(info.warning, shown)
+    return info.sample_rate
+
+
+def _check_output(
+    output: Path | None,
+    audio_format: str | None,
+    subtype: str | None,
+    input_path: Path | None,
+    features_path: Path | None,
+    force: bool,
+) -> tuple[Path, str, str]:
+    """The output path, format and subtype, or OutputError if any is unusable.
+
+    Refuses an unknown extension or subtype, an output that is the input (unless ``force``)
+    or the features file (always), and a path where no file can be created.
+    """
+    from ddsp_pd.audio_io import EXTENSION_BY_FORMAT, output_format
+    from ddsp_pd.errors import OutputError
+    from ddsp_pd.output_path import check_writable, same_file
+
+    if output is None:
+        source = input_path if input_path is not None else features_path
+        extension = EXTENSION_BY_FORMAT[audio_format.upper()] if audio_format else ".wav"
+        output = Path(f"{source.stem}.ddsp{extension}")
+    fmt, subtype = output_format(output, audio_format, subtype)
+    if features_path is not None and same_file(output, features_path):
+        raise OutputError(f"refusing to write over the features file {features_path}")
+    if input_path is not None and same_file(output, input_path) and not force:
+        what = "is the input" if output == input_path else f"is the input file {input_path}"
+        raise OutputError(
+            f"refusing to write over the input: {output} {what} (give --force to replace it)"
+        )
+    check_writable(output)
+    return output, fmt, subtype
+
+
+def _warn(message: str, shown: set[str]) -> None:
+    if message not in shown:
+        shown.add(message)
+        click.echo(f"warning: {message}", err=True)
+
+
+@contextlib.contextmanager
+def _audio_warnings(shown: set[str]) -> Iterator[None]:
+    """Show the AudioWarnings raised inside as warning lines, each text once."""
+    from ddsp_pd.audio_io import AudioWarning
+
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as recorded:
+            warnings.simplefilter("always", AudioWarning)
+            caught = recorded
+            yield
+    finally:
+        # Shown once the recording is over, so that other warnings go their usual way.
+        for warning in caught:
+            if issubclass(warning.category, AudioWarning):
+                _warn(str(warning.message), shown)
+            else:
+                warnings.showwarning(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
 
 
 @click.command(name="render")
@@ -57,7 +151,27 @@ def _options_to_settings(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Output WAV [default: INPUT_STEM.ddsp.wav in the current folder].",
+    help="Output file; its extension names the format: .wav, .flac, .ogg, .aiff or .aif "
+    "[default: INPUT_STEM.ddsp.wav in the current folder].",
+)
+@click.option(
+    "--format",
+    "audio_format",
+    type=click.Choice(["wav", "flac", "ogg", "aiff"], case_sensitive=False),
+    default=None,
+    help="Output format, whatever the extension [default: the output's extension's].",
+)
+@click.option(
+    "--subtype",
+    default=None,
+    metavar="NAME",
+    help="Sample encoding: PCM_16, PCM_24, FLOAT, VORBIS, ... [default: FLOAT for WAV, "
+    "PCM_24 for FLAC and AIFF, VORBIS for OGG].",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Let the output replace the input file (still written atomically).",
 )
 @click.option(
     "--features",
@@ -68,7 +182,7 @@ def _options_to_settings(
 )
 @click.option(
     "--sample-rate",
-    type=int,
+    type=click.IntRange(8000, 192000),
     default=None,
     help="Output rate in Hz [default: the input's; the model's for --features].",
 )
@@ -126,6 +240,9 @@ def command(
     input_path: Path | None,
     checkpoint: str | None,
     output: Path | None,
+    audio_format: str | None,
+    subtype: str | None,
+    force: bool,
     features_path: Path | None,
     sample_rate: int | None,
     seed: int,
@@ -142,28 +259,30 @@ def command(
     """Render timbre transfer of INPUT (any audio file) with a DDSP checkpoint."""
     if (input_path is None) == (features_path is None):
         raise click.UsageError("give an INPUT audio file or --features FILE.npz (exactly one)")
-    source = input_path if input_path is not None else features_path
-    if not source.is_file():
-        # Checked before TensorFlow and the model load, so a typo costs no time.
-        raise click.ClickException(f"file not found: {source}")
-    if output is None:
-        output = Path(f"{source.stem}.ddsp.wav")
     try:
-        from ddsp_pd.audio_io import write_wav_atomic
-        from ddsp_pd.transfer import Engine
-
-        settings = _options_to_settings(
-            octave,
-            loudness,
-            confidence,
-            adjust,
-            quiet,
-            autotune,
-            note_threshold,
-            sample_rate,
-            normalize,
-            seed,
+        # Everything that can be checked without TensorFlow and the model is checked first,
+        # so a typo or a bad file costs milliseconds, not the seconds a model takes to load.
+        controls = _check_controls(
+            octave, loudness, confidence, adjust, quiet, autotune, note_threshold
         )
+        shown: set[str] = set()
+        input_rate = _check_input(input_path, features_path, shown)
+        output, fmt, subtype = _check_output(
+            output, audio_format, subtype, input_path, features_path, force
+        )
+        out_rate = sample_rate or input_rate
+        if out_rate is not None:
+            from ddsp_pd.audio_io import check_encodable
+
+            check_encodable(fmt, subtype, out_rate)
+
+        from ddsp_pd.audio_io import write_audio_atomic
+        from ddsp_pd.transfer import Engine, RenderSettings
+
+        settings = RenderSettings(
+            controls=controls, sample_rate=sample_rate, normalize=normalize, seed=seed
+        )
+        settings.validate()
         started = time.perf_counter()
         engine = Engine(tracker=tracker)
         click.echo("loading checkpoint ...", err=True)
@@ -174,17 +293,22 @@ def command(
             if fraction == 0.0:
                 click.echo(f"{stage} ...", err=True)
 
-        result = engine.render(
-            loaded, settings, input_path=input_path, features_path=features_path, progress=progress
-        )
+        with _audio_warnings(shown):
+            result = engine.render(
+                loaded,
+                settings,
+                input_path=input_path,
+                features_path=features_path,
+                progress=progress,
+            )
         click.echo("writing ...", err=True)
-        write_wav_atomic(output, result.audio, result.sample_rate)
+        write_audio_atomic(output, result.audio, result.sample_rate, fmt, subtype)
     except DdspPdError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(result.adjusted.report.message, err=True)
     seconds = len(result.audio) / result.sample_rate
     gain = f", normalised by {result.gain_db:+.1f} dB" if settings.normalize else ""
     click.echo(
-        f"wrote {output} ({seconds:.2f} s at {result.sample_rate} Hz{gain}) "
+        f"wrote {output} ({fmt} {subtype}, {seconds:.2f} s at {result.sample_rate} Hz{gain}) "
         f"in {time.perf_counter() - started:.2f} s"
     )
