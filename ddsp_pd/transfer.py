@@ -145,9 +145,13 @@ class Engine:
         if self.warm_up:
             _warm_up(loaded.model)
         with self._lock:
+            replaced = self._models.get(path)  # a concurrent load of the same path
             self._models[path] = loaded
+            evicted = [replaced] if replaced is not None else []
             while len(self._models) > self._max_models:
-                self._models.popitem(last=False)
+                evicted.append(self._models.popitem(last=False)[1])
+        for old in evicted:
+            old.checkpoint.close()  # a zip's extracted files leave with its model
         return loaded
 
     def features_for(self, input_path: str | Path, loaded: LoadedModel) -> tuple[Features, int]:

@@ -7,8 +7,10 @@ against the shapes in each checkpoint index, never against numbers typed here.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -430,3 +432,242 @@ def test_info_works_on_a_zip(tmp_path):
     result = _info(str(archive))
     assert result.exit_code == 0, result.output
     assert "era: 2.x" in result.output
+
+
+# ---------------------------------------------------------------- without TensorFlow
+
+
+def test_loading_and_inspecting_never_import_tensorflow():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = (
+        "import sys\n"
+        "from ddsp_pd.checkpoint import inspect_checkpoint, load_checkpoint\n"
+        f"ckpt = load_checkpoint({str(ROOT / 'checkpoints' / 'default')!r})\n"
+        "assert ckpt.parameter_count > 0\n"
+        f"assert inspect_checkpoint({str(ROOT / 'checkpoints' / 'default')!r}).has_data\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- damaged weights (issue 9.9)
+
+
+def _truncated_reference(folder: Path, keep: float = 0.5) -> Path:
+    (folder / "ckpt-100.index").symlink_to(REFERENCE_CHECKPOINT / "ckpt-100.index")
+    shutil.copy(REFERENCE_CHECKPOINT / GIN_NAME, folder / GIN_NAME)
+    data = (REFERENCE_CHECKPOINT / "ckpt-100.data-00000-of-00001").read_bytes()
+    (folder / "ckpt-100.data-00000-of-00001").write_bytes(data[: int(len(data) * keep)])
+    return folder
+
+
+def test_inspect_checks_data_sizes_against_the_index(tmp_path):
+    info = inspect_checkpoint(REFERENCE_CHECKPOINT)
+    assert info.has_data and info.data_problems == () and not info.index_only
+    info = inspect_checkpoint(_truncated_reference(tmp_path))
+    assert not info.has_data and not info.index_only
+    (problem,) = info.data_problems
+    assert problem.startswith("ckpt-100.data-00000-of-00001 is truncated")
+    assert inspect_checkpoint(REAL / "ddsp162_viola").index_only
+
+
+def test_info_says_damaged_for_a_truncated_data_file(tmp_path):
+    # One byte short is enough: the last tensor's bytes are not all there.
+    result = _info(str(_truncated_reference(tmp_path, keep=0.99999995)))
+    assert result.exit_code != 0
+    assert "weights: present" not in result.output
+    assert "weights: damaged - ckpt-100.data-00000-of-00001 is truncated" in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert "cannot be rendered: the weights are damaged" in last
+
+
+# ---------------------------------------------------------------- zips (issue 9.7)
+
+
+@pytest.fixture(scope="module")
+def zeros_zip(tmp_path_factory) -> Path:
+    """The reference checkpoint zipped beside 64 MiB of zeros (a 64 KB deflate)."""
+    archive = tmp_path_factory.mktemp("zips") / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(REFERENCE_CHECKPOINT.iterdir()):
+            zf.write(path, f"my_model/{path.name}")
+        with zf.open("my_model/zeros.bin", "w") as out:
+            for _ in range(64):
+                out.write(bytes(1 << 20))
+    return archive
+
+
+def _files_under(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture()
+def private_tmp(tmp_path, monkeypatch) -> Path:
+    """Point the temporary folder (where zips are extracted) at a folder of the test's own."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_a_zip_leaves_only_its_small_files_extracted_while_loaded(zeros_zip, private_tmp):
+    ckpt = load_checkpoint(zeros_zip)
+    try:
+        reference = load_checkpoint(REFERENCE_CHECKPOINT)
+        for name, value in reference.variables.items():
+            np.testing.assert_array_equal(ckpt.variables[name], value)
+        files = _files_under(private_tmp)
+        # The zeros were never needed; the weights are in memory, their files already gone.
+        assert set(files) == {GIN_NAME, "dataset_statistics.pkl"}
+        assert sum(files.values()) < 100_000
+        assert ckpt.statistics_path is not None and ckpt.statistics_path.is_file()
+    finally:
+        ckpt.close()
+    assert _files_under(private_tmp) == {}
+    ckpt.close()  # twice is fine
+
+
+def test_zip_extraction_takes_only_the_chosen_checkpoint(tmp_path, zeros_zip):
+    from ddsp_pd.checkpoint import _extract_checkpoint
+
+    archive = tmp_path / "two.zip"
+    with zipfile.ZipFile(zeros_zip) as src, zipfile.ZipFile(archive, "w") as zf:
+        for info in src.infolist():
+            if info.filename.endswith(("zeros.bin", "/checkpoint")):
+                continue
+            zf.writestr(info.filename, src.read(info))
+            if ".index" in info.filename or ".data-" in info.filename:
+                zf.writestr(info.filename.replace("ckpt-100", "ckpt-300"), src.read(info))
+        zf.writestr("my_model/checkpoint", 'model_checkpoint_path: "/train/ckpt-100"\n')
+    target = tmp_path / "out"
+    target.mkdir()
+    name, available = _extract_checkpoint(archive, target, with_data=True)
+    assert name == "ckpt-100" and set(available) == {"ckpt-100", "ckpt-300"}
+    assert set(_files_under(target)) == {
+        GIN_NAME,
+        "dataset_statistics.pkl",
+        "ckpt-100.index",
+        "ckpt-100.data-00000-of-00001",
+    }
+    assert inspect_checkpoint(archive).available == ("ckpt-100", "ckpt-300")
+
+
+def test_a_data_shard_is_copied_only_as_far_as_its_index_reaches(tmp_path, private_tmp):
+    from ddsp_pd.checkpoint import _extract_checkpoint
+
+    data = (REFERENCE_CHECKPOINT / "ckpt-100.data-00000-of-00001").read_bytes()
+    archive = tmp_path / "padded.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in ("ckpt-100.index", GIN_NAME):
+            zf.write(REFERENCE_CHECKPOINT / name, f"m/{name}")
+        with zf.open("m/ckpt-100.data-00000-of-00001", "w") as out:
+            out.write(data)
+            for _ in range(32):
+                out.write(bytes(1 << 20))  # 32 MiB that no tensor lives in
+    target = tmp_path / "out"
+    target.mkdir()
+    _extract_checkpoint(archive, target, with_data=True)
+    assert _files_under(target)["ckpt-100.data-00000-of-00001"] == len(data)
+    assert load_checkpoint(archive).name == "ckpt-100"
+    # For info the shard is only counted: a sparse file of the right length.
+    info = inspect_checkpoint(archive)
+    assert info.has_data and _files_under(private_tmp) == {}
+
+
+def test_a_truncated_data_shard_in_a_zip_is_reported(tmp_path):
+    folder = _truncated_reference(tmp_path)
+    archive = tmp_path / "short.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.suffix != ".zip":
+                zf.write(path.resolve(), f"m/{path.name}")
+    info = inspect_checkpoint(archive)
+    assert not info.has_data and "is truncated" in info.data_problems[0]
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(archive)
+
+
+def test_an_oversized_small_file_in_a_zip_is_refused(tmp_path, private_tmp):
+    archive = tmp_path / "big_gin.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(REFERENCE_CHECKPOINT / "ckpt-100.index", "m/ckpt-100.index")
+        zf.writestr(f"m/{GIN_NAME}", b"#" * (17 << 20))
+    with pytest.raises(CheckpointError, match=f"{GIN_NAME} is 17,825,792 bytes or more, over"):
+        load_checkpoint(archive)
+    assert _files_under(private_tmp) == {}
+
+
+def test_a_lying_size_in_a_zip_is_caught_while_copying(tmp_path, private_tmp, monkeypatch):
+    from ddsp_pd import checkpoint as ckpt_module
+
+    archive = tmp_path / "lying.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(REFERENCE_CHECKPOINT / "ckpt-100.index", "m/ckpt-100.index")
+        zf.write(REFERENCE_CHECKPOINT / GIN_NAME, f"m/{GIN_NAME}")
+    gin = (REFERENCE_CHECKPOINT / GIN_NAME).read_bytes()
+    monkeypatch.setitem(ckpt_module._SMALL_FILE_LIMITS, GIN_NAME, 1000)
+    real_infolist, real_open = zipfile.ZipFile.infolist, zipfile.ZipFile.open
+
+    def lying_infolist(self):
+        infos = real_infolist(self)
+        for info in infos:
+            if info.filename.endswith(".gin"):
+                info.file_size = 10  # the header's claim
+        return infos
+
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", lying_infolist)
+    # zipfile itself stops at the claimed size and then fails the member's CRC.
+    with pytest.raises(CheckpointError, match="Bad CRC-32"):
+        load_checkpoint(archive)
+    assert _files_under(private_tmp) == {}
+
+    # A reader that trusted the claim and streamed on is stopped by the count of the copy.
+    def streaming_open(self, member, *args, **kwargs):
+        if getattr(member, "filename", "").endswith(".gin"):
+            return io.BytesIO(gin)
+        return real_open(self, member, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", streaming_open)
+    with pytest.raises(CheckpointError, match=f"{GIN_NAME} is 1,001 bytes or more, over the 1,000"):
+        load_checkpoint(archive)
+    assert _files_under(private_tmp) == {}
+
+
+def test_a_zip_model_leaving_the_engine_cache_takes_its_files(tmp_path, private_tmp):
+    from conftest import ROOT
+
+    from ddsp_pd.transfer import Engine
+
+    default = ROOT / "checkpoints" / "default"
+    archive = tmp_path / "default.zip"
+    _zip_dir(default, archive)
+    engine = Engine(max_models=1)
+    first = engine.load_model(archive)
+    assert _files_under(private_tmp)  # its gin and statistics, while cached
+    engine.load_model(default)  # evicts the zip's model, though `first` is still referenced
+    assert _files_under(private_tmp) == {}
+    assert first.checkpoint.variables  # the weights themselves stay usable
+
+
+def test_a_zip_extraction_is_removed_at_exit(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    archive = tmp_path / "default.zip"
+    _zip_dir(ROOT / "checkpoints" / "default", archive)
+    code = (
+        "from ddsp_pd.checkpoint import load_checkpoint\n"
+        f"KEEP = load_checkpoint({str(archive)!r})\n"
+        "print(KEEP.directory)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    assert folder.name.startswith("ddsp-pd-ckpt-") and not folder.exists()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ddsp_pd.errors import DdspPdError
+
+if TYPE_CHECKING:
+    from ddsp_pd.checkpoint import CheckpointInfo
 
 _FIELDS_SHOWN = 6
 _ERA_NOTES = {
@@ -29,9 +33,7 @@ def describe(path: str | Path) -> tuple[list[str], str | None]:
     others = [name for name in info.available if name != info.name]
     chosen = f"{info.name}" + (f" (also present: {', '.join(others)})" if others else "")
     lines.append(f"chosen: {chosen}")
-    lines.append(
-        f"weights: {'present' if info.has_data else 'missing (index only, no .data file)'}"
-    )
+    lines.append(f"weights: {_weights(info)}")
     lines.append(f"era: {info.era} - {_ERA_NOTES.get(info.era, '')}".rstrip(" -"))
     lines.append(f"parameters: {info.parameter_count:,}")
     c = info.config
@@ -79,9 +81,24 @@ def describe(path: str | Path) -> tuple[list[str], str | None]:
         lines.append(text)
     if info.refusal:
         return lines, f"cannot be rendered: {info.refusal}"
-    if not info.has_data:
+    if info.index_only:
         return lines, "cannot be rendered: the weights (.data file) are missing"
+    if not info.has_data:
+        return lines, f"cannot be rendered: the weights are damaged ({_damage(info)})"
     return lines, None
+
+
+def _damage(info: CheckpointInfo) -> str:
+    return "; ".join(info.data_problems)
+
+
+def _weights(info: CheckpointInfo) -> str:
+    """Present, missing, or damaged: data shard sizes checked against the index."""
+    if info.has_data:
+        return "present"
+    if info.index_only:
+        return "missing (index only, no .data file)"
+    return f"damaged - {_damage(info)}"
 
 
 @click.command(name="info")
