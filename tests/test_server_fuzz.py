@@ -147,7 +147,10 @@ def test_fuzz_then_render(tmp_path: Path) -> None:
 
         replies = client.since(0)
         assert client.undecodable == 0
-        assert len(replies) >= N_MESSAGES * 0.9, "most messages got no answer"
+        # Errors beyond the sender's rate limit are dropped and counted (docs/osc.md).
+        limited = service.dropped()["error replies over the rate limit"]
+        assert limited > 0
+        assert len(replies) + limited >= N_MESSAGES * 0.9, "most messages got no answer"
         assert all(set(r.types) <= set("ifs") and r.size <= 2048 for r in replies)
         errors = [r for r in replies if r.address == "/ddsp/error"]
         assert {r.args[0] for r in errors} <= {"osc", "control", "input", "checkpoint"}

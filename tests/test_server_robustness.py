@@ -195,7 +195,8 @@ def test_bad_checkpoints_keep_the_loaded_one(served) -> None:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
 def test_hello_to_the_server_port_is_refused(tmp_path: Path, host: str) -> None:
-    with running_service(tmp_path, host=host) as (service, client, _):
+    # Off loopback the server needs --allow (docs/osc.md, "Access").
+    with running_service(tmp_path, host=host, allow=["127.0.0.0/8"]) as (service, client, _):
         _no_reply_loop(service, client)
 
 

@@ -12,12 +12,42 @@ from ddsp_pd.errors import DdspPdError
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def _networks(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+    from ddsp_pd.server.access import parse_network
+
+    try:
+        return [str(parse_network(value)) for value in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @click.command(name="serve")
 @click.option(
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on (0.0.0.0 for every interface).",
+    help="Address to listen on. Any address but loopback (e.g. 0.0.0.0, every interface) "
+    "needs --allow.",
+)
+@click.option(
+    "--allow",
+    "allow",
+    multiple=True,
+    metavar="CIDR",
+    callback=_networks,
+    help="Network whose senders are served, e.g. 192.168.1.0/24 or 127.0.0.1 (repeatable); "
+    "datagrams from elsewhere are dropped unanswered. Required off loopback "
+    "[default on loopback: every local sender].",
+)
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder that paths sent to /ddsp/input and /ddsp/checkpoint must resolve into "
+    "(repeatable; the checkpoint folders and the output folder always count) "
+    "[default: on loopback any path; off loopback your home folder].",
 )
 @click.option(
     "-p",
@@ -67,6 +97,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 )
 def command(
     host: str,
+    allow: list[str],
+    roots: tuple[Path, ...],
     port: int,
     checkpoint: str | None,
     checkpoint_dirs: tuple[Path, ...],
@@ -75,16 +107,31 @@ def command(
     tracker: str | None,
     log_level: str,
 ) -> None:
-    """Run the OSC service that the Pd patch talks to, until Ctrl-C or SIGTERM."""
+    """Run the OSC service that the Pd patch talks to, until Ctrl-C or SIGTERM.
+
+    It listens on 127.0.0.1 unless --host says otherwise; off loopback it serves only the
+    --allow networks and opens only files under the --root folders (docs/osc.md, "Access").
+    """
     from ddsp_pd.server.app import OscService, ServerConfig, configure_logging, serve_until_signal
 
-    configure_logging(log_level)
+    # Undone when the command ends, so nothing waits at exit on a stderr nobody reads.
+    click.get_current_context().call_on_close(configure_logging(log_level))
     log = logging.getLogger("ddsp_pd.serve")
     dirs = [d.expanduser() for d in checkpoint_dirs] or None
     try:
+        from ddsp_pd.server.access import check_listen, parse_networks
+
+        # Before the engine: a refused address should not wait for TensorFlow.
+        check_listen(host, parse_networks(allow))
         engine = _make_engine(tracker, dirs)
         config = ServerConfig(
-            host=host, port=port, output_dir=output_dir, keep=keep, checkpoint_dirs=dirs
+            host=host,
+            port=port,
+            output_dir=output_dir,
+            keep=keep,
+            checkpoint_dirs=dirs,
+            allow=list(allow) or None,
+            roots=[r.expanduser() for r in roots] or None,
         )
         service = OscService(engine, config)
     except DdspPdError as exc:
@@ -104,6 +151,14 @@ def command(
             "with an error until /ddsp/checkpoint chooses one"
         )
     host_, port_ = service.address
+    if service.off_loopback:
+        roots_text = service.roots.describe() if service.roots else "any folder"
+        click.echo(
+            f"ddsp-pd serve: warning: listening off loopback on {host_}: serving senders in "
+            f"{service.senders.describe()} only; /ddsp/input and /ddsp/checkpoint limited to "
+            f"{roots_text}",
+            err=True,
+        )
     click.echo(
         f"ddsp-pd serve: listening on udp {host_}:{port_}; results in {service.outputs.folder}"
     )

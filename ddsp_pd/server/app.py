@@ -15,6 +15,23 @@ from typing import Any
 from pythonosc.osc_server import BlockingOSCUDPServer
 
 from ddsp_pd.errors import OutputError
+from ddsp_pd.server.access import (
+    Network,
+    PathRoots,
+    SenderFilter,
+    check_listen,
+    effective_roots,
+    is_loopback,
+    parse_networks,
+)
+from ddsp_pd.server.clients import (
+    DEFAULT_CLIENT_TIMEOUT,
+    DEFAULT_ERROR_BURST,
+    DEFAULT_ERROR_RATE,
+    DEFAULT_MAX_CLIENTS,
+    ClientTable,
+    ErrorLimiter,
+)
 from ddsp_pd.server.engine import RenderEngine, SettingsFactory, transfer_settings
 from ddsp_pd.server.handlers import Handlers
 from ddsp_pd.server.osc import Dispatcher
@@ -40,9 +57,12 @@ class _UDPServer(BlockingOSCUDPServer):
     allow_reuse_address = False
     # socketserver's default of 8192 would cut long datagrams into undecodable halves.
     max_packet_size = 65535
+    #: Set by the service; None admits every sender.
+    sender_filter: SenderFilter | None = None
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        return True
+        # A datagram from outside --allow is dropped here, before anything reads it.
+        return self.sender_filter is None or self.sender_filter.admits(str(client_address[0]))
 
     def server_bind(self) -> None:
         with contextlib.suppress(OSError):
@@ -55,7 +75,7 @@ class _UDPServer(BlockingOSCUDPServer):
 
 @dataclass
 class ServerConfig:
-    """How to run the service."""
+    """How to run the service (access rules: docs/osc.md, "Clients" and "Access")."""
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -64,6 +84,16 @@ class ServerConfig:
     checkpoint_dirs: list[Path] | None = None
     reply_rate: float = 2000.0
     reply_burst: int = 100
+    #: Networks (CIDR strings) whose senders are served; required off loopback.
+    allow: list[str | Network] | None = None
+    #: Folders client-given paths must resolve into; None: see :func:`effective_roots`.
+    roots: list[Path] | None = None
+    max_clients: int = DEFAULT_MAX_CLIENTS
+    #: Seconds of silence after which a client that said hello is forgotten.
+    client_timeout: float = DEFAULT_CLIENT_TIMEOUT
+    #: ``/ddsp/error`` replies per sender: back to back, then per second.
+    error_burst: int = DEFAULT_ERROR_BURST
+    error_rate: float = DEFAULT_ERROR_RATE
 
 
 def _local_hosts(bound: str) -> set[str]:
@@ -93,6 +123,8 @@ class OscService:
         settings_factory: SettingsFactory = transfer_settings,
     ) -> None:
         self.config = config or ServerConfig()
+        networks = parse_networks(self.config.allow)
+        check_listen(self.config.host, networks)
         folder = self.config.output_dir or default_output_dir()
         self.outputs = OutputFolder(folder, self.config.keep)
         self.outputs.prepare()
@@ -102,11 +134,31 @@ class OscService:
             raise OutputError(
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
             ) from exc
+        try:
+            # The address really bound decides (a name may resolve otherwise than above).
+            check_listen(self.address[0], networks)
+        except Exception:
+            self._udp.server_close()
+            raise
+        #: Whether the service listens on more than this machine's loopback interface.
+        self.off_loopback = not is_loopback(self.address[0])
+        self.senders = SenderFilter(networks)
+        self._udp.sender_filter = self.senders
         self.replies = ReplySender(
             self._udp.socket, self.config.reply_rate, self.config.reply_burst
         )
+        self.roots: PathRoots | None = effective_roots(
+            self.config.roots, self.off_loopback, [*self._checkpoint_dirs(), self.outputs.folder]
+        )
         self.handlers = Handlers(
-            engine, self.replies, self.outputs, self.config.checkpoint_dirs, settings_factory
+            engine,
+            self.replies,
+            self.outputs,
+            self.config.checkpoint_dirs,
+            settings_factory,
+            clients=ClientTable(self.config.max_clients, self.config.client_timeout),
+            errors=ErrorLimiter(self.config.error_rate, self.config.error_burst),
+            roots=self.roots,
         )
         self.handlers.own_address = self.address
         self.handlers.local_hosts |= _local_hosts(self.config.host)
@@ -126,6 +178,21 @@ class OscService:
         """The (host, port) the service listens on."""
         host, port = self._udp.server_address[:2]
         return str(host), int(port)
+
+    def _checkpoint_dirs(self) -> list[Path]:
+        if self.config.checkpoint_dirs is not None:
+            return [Path(d).expanduser() for d in self.config.checkpoint_dirs]
+        from ddsp_pd.catalog import default_checkpoint_dirs
+
+        return default_checkpoint_dirs()
+
+    def dropped(self) -> dict[str, int]:
+        """What the service dropped so far, by kind (the log reports it now and then)."""
+        return {
+            "datagrams from outside --allow": self.senders.dropped.total,
+            "error replies over the rate limit": self.handlers.errors.dropped.total,
+            "replies to a full queue": self.replies.dropped.total,
+        }
 
     @property
     def worker(self) -> Any:
@@ -155,7 +222,8 @@ class OscService:
         self.handlers.worker.stop(timeout=5.0)
         self.replies.stop()
         self._udp.server_close()
-        log.info("stopped")
+        counts = ", ".join(f"{n} {what}" for what, n in self.dropped().items() if n)
+        log.info("stopped%s", f" (dropped {counts})" if counts else "")
 
     def __enter__(self) -> OscService:
         self.start()
@@ -188,10 +256,14 @@ def serve_until_signal(service: OscService) -> None:
             signal.signal(sig, handler)
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr with the level and the logger's name."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+def configure_logging(level: str) -> Any:
+    """Log to stderr with the level and the logger's name, in a way that never blocks.
+
+    A stderr that nobody reads must not stop the server: records go through a bounded queue
+    to one writer thread, repeated lines are rate-limited, and raw payloads are never logged
+    (:mod:`ddsp_pd.logs`). Returns the installed :class:`ddsp_pd.logs.BackgroundLog`;
+    calling it undoes the configuration, flushing for at most a second.
+    """
+    from ddsp_pd.logs import configure
+
+    return configure(level)

@@ -18,6 +18,8 @@ import soundfile as sf
 from ddsp_pd import __version__
 from ddsp_pd.catalog import find_checkpoints, resolve_checkpoint
 from ddsp_pd.errors import CancelledError, CheckpointError, DdspPdError, InputError
+from ddsp_pd.server.access import PathRoots
+from ddsp_pd.server.clients import ClientTable, ErrorLimiter
 from ddsp_pd.server.engine import (
     RenderEngine,
     SettingsFactory,
@@ -48,20 +50,42 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def check_input_file(raw: str) -> Path:
+def unusable_input(raw: str) -> InputError:
+    """The one answer for an input path that is missing or outside the roots."""
+    return InputError(f"cannot use input file: {_short(raw)} (not found or not allowed)")
+
+
+def unusable_checkpoint(raw: str) -> CheckpointError:
+    """The one answer for a checkpoint that is neither a known name nor a usable path."""
+    return CheckpointError(
+        f"cannot use checkpoint: {_short(raw)} (no such name; as a path not found or not allowed)"
+    )
+
+
+def check_input_file(raw: str, roots: PathRoots | None = None) -> Path:
     """Resolve an input path and check cheaply (the header only) that it is audio.
 
+    With ``roots``, the path must resolve into one of them, and one that does not gets the
+    same answer as a missing one, so the server tells nothing about files outside the roots.
+    The result is then the resolved path (what was checked is what is read).
+
     Raises:
-        InputError: the path is empty, too long, missing, not a file, or not audio.
+        InputError: the path is empty, too long, missing, not allowed, not a file, or not audio.
     """
     if not raw.strip():
         raise InputError("input path is empty")
     if utf8_len(raw) > MAX_STRING_BYTES:
         raise InputError(f"input path is too long ({utf8_len(raw)} bytes): {_short(raw, 60)}")
     try:
-        path = Path(raw).expanduser().absolute()
-        if not path.exists():
-            raise InputError(f"input file not found: {_short(raw)}")
+        path = Path(raw).expanduser()
+        located = roots.resolve(path) if roots is not None else path.absolute()
+        if located is None or not located.exists():
+            raise unusable_input(raw)
+    except (OSError, ValueError, RuntimeError) as exc:
+        # e.g. '~nobody', a NUL byte, a symlink loop: as good as missing
+        raise unusable_input(raw) from exc
+    path = located
+    try:
         if not path.is_file():
             raise InputError(f"input is not a file: {_short(raw)}")
         info = sf.info(str(path))
@@ -85,6 +109,10 @@ class Handlers:
         outputs: OutputFolder,
         checkpoint_dirs: list[Path] | None = None,
         settings_factory: SettingsFactory = transfer_settings,
+        *,
+        clients: ClientTable | None = None,
+        errors: ErrorLimiter | None = None,
+        roots: PathRoots | None = None,
     ) -> None:
         self.engine = engine
         self.replies = replies
@@ -93,29 +121,51 @@ class Handlers:
         self.settings_factory = settings_factory
         self.state = ServerState()
         self.worker = Worker(self)
-        self.reply_port: int | None = None
+        #: The clients that said hello (they hear every state change and render result).
+        self.clients = clients if clients is not None else ClientTable()
+        #: Limits the errors each sender gets.
+        self.errors = errors if errors is not None else ErrorLimiter()
+        #: Folders that client-given paths must resolve into (None: any path).
+        self.roots = roots
         self.own_address: Target | None = None
         #: Addresses that reach this machine (the server's own replies come from one of them).
         self.local_hosts: set[str] = {"127.0.0.1", "::1", "localhost"}
 
     # --- where replies go ---------------------------------------------------------------------
     def target_for(self, sender: Target) -> Target:
-        """The sender's host at the hello port, or the sender itself before any hello."""
-        return (sender[0], self.reply_port) if self.reply_port else (sender[0], sender[1])
+        """Where replies to ``sender`` go: its client's hello port, else the sender itself."""
+        return self.clients.target_for(sender)
+
+    def touch(self, sender: Target) -> None:
+        """A datagram came from ``sender``: it keeps its client registered."""
+        self.clients.seen(sender)
 
     def send(self, target: Target, address: str, *args: Any, pause: float = 0.0) -> None:
         """Queue one reply."""
         self.replies.send(target, address, *args, pause=pause)
 
-    def error(self, target: Target, exc: BaseException) -> None:
-        """Reply ``/ddsp/error code message``; unexpected exceptions are ``internal``."""
+    def send_all(self, requester: Target | None, address: str, *args: Any) -> None:
+        """Queue a state change or a render result for every client and for ``requester``."""
+        for target in self.clients.recipients(requester):
+            self.replies.send(target, address, *args)
+
+    def error(self, target: Target, exc: BaseException, *, everyone: bool = False) -> None:
+        """Reply ``/ddsp/error code message``; unexpected exceptions are ``internal``.
+
+        A request's error goes to its sender (``target``) only, within that sender's rate
+        limit; the failure of a render or a load (``everyone``) goes where its progress went.
+        """
         if isinstance(exc, DdspPdError):
             code, message = exc.code, exc.message
-            log.info("error %s: %s", code, message)
+            log.info("error %s: %s", code, message, extra={"rate_key": code})
         else:
             code, message = "internal", f"{type(exc).__name__}: {exc}"
             log.error("internal error: %s", message, exc_info=exc)
-        self.send(target, "/ddsp/error", code, " ".join(str(message).split()))
+        text = " ".join(str(message).split())
+        if everyone:
+            self.send_all(target, "/ddsp/error", code, text)
+        elif self.errors.allow(target, registered=self.clients.is_client(target)):
+            self.send(target, "/ddsp/error", code, text)
 
     # --- preload (before serving) -------------------------------------------------------------
     def preload(self, checkpoint: str | os.PathLike[str] | None) -> Any:
@@ -136,6 +186,31 @@ class Handlers:
             # e.g. a name too long for the file system, a NUL byte, '~nobody'
             raise CheckpointError(f"bad checkpoint path {_short(str(checkpoint))}: {exc}") from exc
 
+    def _choose(self, raw: str) -> Path:
+        """The checkpoint a client named: a path (into the roots, if any), else a name from the
+        checkpoint folders. A missing and a refused path answer alike."""
+        if utf8_len(raw) > MAX_STRING_BYTES:
+            raise CheckpointError(f"checkpoint name is too long: {_short(raw, 60)}")
+        if raw == "":
+            return self._resolve(None)  # the default model of the checkpoint folders
+        try:
+            located: Path | None = Path(raw).expanduser().resolve()
+            if not located.exists():
+                located = None
+        except (OSError, ValueError, RuntimeError):
+            located = None  # '~nobody', a NUL byte, a symlink loop: as good as missing
+        if located is not None and (self.roots is None or self.roots.contains(located)):
+            return located
+        try:
+            entries = find_checkpoints(self.checkpoint_dirs)
+        except OSError as exc:
+            raise unusable_checkpoint(raw) from exc
+        for entry in entries:
+            # What /ddsp/checkpoints lists is usable by its path too, wherever that leads.
+            if entry.name == raw or (located is not None and entry.path == located):
+                return entry.path
+        raise unusable_checkpoint(raw)
+
     # --- request handlers (receiving thread) ----------------------------------------------------
     def is_own(self, address: Target) -> bool:
         """Whether ``address`` is the server's own socket (a reply sent there would come back)."""
@@ -145,13 +220,13 @@ class Handlers:
         return host == self.own_address[0] or host in self.local_hosts
 
     def hello(self, sender: Target, port: int) -> None:
-        """Send replies to ``port`` on the sender's host from now on."""
+        """Register the client (sender's host, ``port``): replies to the sender go there."""
         if self.is_own((sender[0], port)):
             raise OscError(f"/ddsp/hello: port {port} is the server's own port")
-        self.reply_port = port
+        target = self.clients.hello(sender, port)
         with self.worker.lock:
             name = self.state.model.name if self.state.model else ""
-        self.send(self.target_for(sender), "/ddsp/ready", __version__, name)
+        self.send(target, "/ddsp/ready", __version__, name)
 
     def ping(self, sender: Target) -> None:
         """Answer ``/ddsp/pong``."""
@@ -171,23 +246,26 @@ class Handlers:
         target = self.target_for(sender)
         with self.worker.lock:
             changed = self.state.set(key, value)
-            self.send(target, "/ddsp/state", key, self.state.osc_value(key))
+            if changed:
+                self.send_all(target, "/ddsp/state", key, self.state.osc_value(key))
+            else:
+                self.send(target, "/ddsp/state", key, self.state.osc_value(key))
             if changed and SETTINGS[key].renders:
                 self.worker.changed(target if self._auto_ready() else None)
 
     def set_input(self, sender: Target, raw: str) -> None:
         """Choose the input file (checked now); always a change, as it may have been re-recorded."""
-        path = check_input_file(raw)
+        path = check_input_file(raw, self.roots)
         target = self.target_for(sender)
         with self.worker.lock:
             self.state.input_path = path
-            self.send(target, "/ddsp/state", "input", str(path))
+            self.send_all(target, "/ddsp/state", "input", str(path))
             self.worker.changed(target if self._auto_ready() else None)
 
     def choose_checkpoint(self, sender: Target, raw: str) -> None:
         """Resolve a checkpoint now, load it in the background."""
         target = self.target_for(sender)
-        path = self._resolve(raw)
+        path = self._choose(raw)
         with self.worker.lock:
             if self.state.model is not None and self.state.model.path == path:
                 self.worker.submit_load(target, path)  # cancels an older pending load
@@ -254,19 +332,19 @@ class Handlers:
         return self.state.params()
 
     def report_cancelled(self, target: Target) -> None:
-        """A cancelled render has stopped."""
-        self.send(target, "/ddsp/cancelled")
+        """A cancelled render has stopped (everyone heard its progress)."""
+        self.send_all(target, "/ddsp/cancelled")
 
     def run_load(self, job: LoadJob) -> None:
         """Load a checkpoint; apply and report it unless a newer one was asked for."""
-        self.send(job.target, "/ddsp/progress", "load", 0.0)
+        self.send_all(job.target, "/ddsp/progress", "load", 0.0)
         try:
             loaded = self.engine.load_model(job.checkpoint)
             info = model_info(loaded, Path(job.checkpoint))
         except Exception as exc:
             with self.worker.lock:
                 if self.worker.is_latest_load(job):
-                    self.error(job.target, exc)
+                    self.error(job.target, exc, everyone=True)
                 elif not isinstance(exc, DdspPdError):
                     log.error("superseded checkpoint load failed", exc_info=exc)
             return
@@ -276,9 +354,9 @@ class Handlers:
                 return
             same = self.state.model is not None and self.state.model.path == info.path
             self.state.model = info
-            self.send(job.target, "/ddsp/progress", "load", 1.0)
-            self.send(job.target, "/ddsp/loaded", info.name, info.era, info.sample_rate)
-            self.send(job.target, "/ddsp/state", "checkpoint", info.name)
+            self.send_all(job.target, "/ddsp/progress", "load", 1.0)
+            self.send_all(job.target, "/ddsp/loaded", info.name, info.era, info.sample_rate)
+            self.send_all(job.target, "/ddsp/state", "checkpoint", info.name)
             if not same:
                 self.worker.changed(job.target if self._auto_ready() else None)
         log.info("checkpoint %s loaded (%s, %d Hz)", info.name, info.era, info.sample_rate)
@@ -312,7 +390,7 @@ class Handlers:
 
         def progress(stage: str, fraction: float) -> None:
             if self.worker.is_current(job):
-                self.send(job.target, "/ddsp/progress", stage, float(fraction))
+                self.send_all(job.target, "/ddsp/progress", stage, float(fraction))
 
         def should_stop() -> bool:
             return not self.worker.is_current(job)
@@ -341,7 +419,9 @@ class Handlers:
             return
         except Exception as exc:
             failure = exc
-            reported = self.worker.publish(job, lambda: self.error(job.target, failure))
+            reported = self.worker.publish(
+                job, lambda: self.error(job.target, failure, everyone=True)
+            )
             if not reported and not isinstance(exc, DdspPdError):
                 log.error("superseded render failed", exc_info=exc)
             return
@@ -349,8 +429,8 @@ class Handlers:
         frames = len(result.audio)
 
         def report() -> None:
-            self.send(job.target, "/ddsp/adjusted", *adjusted_args(result.adjusted))
-            self.send(
+            self.send_all(job.target, "/ddsp/adjusted", *adjusted_args(result.adjusted))
+            self.send_all(
                 job.target,
                 "/ddsp/done",
                 str(path),
@@ -360,7 +440,7 @@ class Handlers:
             )
 
         if self.worker.publish(job, report):
-            log.info("rendered %s (%d frames at %d Hz)", path, frames, result.sample_rate)
+            log.debug("rendered %s (%d frames at %d Hz)", path, frames, result.sample_rate)
         else:
             # Superseded after it was written: nobody will be told about this file.
             path.unlink(missing_ok=True)

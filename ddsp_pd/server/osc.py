@@ -103,6 +103,7 @@ class Dispatcher:
             # Our own reply came back: answering it would start an endless loop.
             log.debug("ignored a datagram from the server's own address")
             return []
+        self.handlers.touch(sender)
         try:
             messages = decode(data)
         except OscError as exc:
@@ -160,5 +161,5 @@ def decode(data: bytes) -> list[tuple[str, str, list[Any]]]:
         ]
     except Exception as exc:
         # python-osc raises ParseError for most junk but other types for some; all mean "not OSC".
-        log.debug("undecodable datagram: %s", exc)
+        log.debug("undecodable datagram of %d bytes (%s)", len(data), type(exc).__name__)
         raise OscError(f"undecodable datagram of {len(data)} bytes (not an OSC message)") from exc

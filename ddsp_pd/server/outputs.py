@@ -2,6 +2,8 @@
 
 Only files the server names itself (``render-*.wav``, ``features-*.wav`` and their temporary
 files) are ever deleted, so pointing ``--output-dir`` at a folder with other files is safe.
+Temporary files name the process that writes them; at start, those of processes that no
+longer run are the remains of a killed write and are removed at once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import itertools
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,10 +28,52 @@ log = logging.getLogger(__name__)
 DEFAULT_KEEP = 20
 KINDS = ("render", "features")
 _NAME = re.compile(r"^(render|features)-\d{8}-\d{6}-\d{3}-\d+-\d{4,}\.wav$")
-# audio_io's temporary names: ".<final name>.<pid>.<hex>.tmp"
-_TMP = re.compile(r"^\.(render|features)-.*\.wav\.\d+\.[0-9a-f]+\.tmp$")
-#: Temporary files older than this (seconds) are leftovers of a crash and get removed.
+# audio_io's temporary names: ".<final name>.<pid of the writer>.<hex>.tmp"
+_TMP = re.compile(r"^\.(render|features)-.*\.wav\.(\d+)\.[0-9a-f]+\.tmp$")
+#: Temporary files older than this (seconds) are removed even if their writer seems to run
+#: (its pid may have been reused since).
 STALE_TMP_S = 3600.0
+
+
+def _writer_gone(pid: int) -> bool:
+    """Whether the process that wrote a temporary file has ended (best effort).
+
+    Another server may share the folder and be writing right now, so a live writer's file
+    stays. On Windows a file that is still open cannot be deleted, which protects it anyway.
+    """
+    if sys.platform == "win32":
+        return True  # os.kill(pid, 0) would terminate the process there
+    if pid <= 0:
+        return True  # no process writes as pid 0, and os.kill(0, ...) means the whole group
+    if pid == os.getpid():
+        return False  # this very process may be writing it
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return True
+    except OSError:
+        return False  # e.g. EPERM: it runs, as another user
+    return False
+
+
+def leftover_temporaries(folder: Path, now: float | None = None) -> list[Path]:
+    """The server's temporary files in ``folder`` that no write will finish: their writer
+    has ended, or they are older than :data:`STALE_TMP_S`."""
+    now = time.time() if now is None else now
+    found = []
+    for path in folder.iterdir():
+        match = _TMP.match(path.name)
+        if match is None:
+            continue
+        try:
+            if not path.is_file() or path.is_symlink():
+                continue
+            old = now - path.stat().st_mtime > STALE_TMP_S
+        except OSError:
+            continue
+        if old or _writer_gone(int(match.group(2))):
+            found.append(path)
+    return found
 
 
 def _write_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
@@ -60,14 +105,15 @@ class OutputFolder:
             raise OutputError(f"cannot create output folder {self.folder}: {exc.strerror}") from exc
         if not os.access(self.folder, os.W_OK):
             raise OutputError(f"output folder {self.folder} is not writable")
-        now = time.time()
-        for path in self.folder.iterdir():
-            if _TMP.match(path.name):
-                try:
-                    if now - path.stat().st_mtime > STALE_TMP_S:
-                        path.unlink()
-                except OSError:
-                    pass
+        removed = 0
+        for path in leftover_temporaries(self.folder):
+            try:
+                path.unlink()
+                removed += 1
+            except OSError:
+                pass  # in use (Windows) or already gone
+        if removed:
+            log.info("removed %d unfinished file(s) of an earlier run in %s", removed, self.folder)
 
     def new_path(self, kind: str) -> Path:
         """A fresh, unique file name for a result of ``kind`` (``render`` or ``features``)."""
