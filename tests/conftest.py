@@ -8,7 +8,9 @@ missing fixtures are an error instead, so CI never skips the parity tests.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,17 @@ def fixtures_dir() -> Path:
     if not HAVE_FIXTURES:
         pytest.skip(MISSING_REASON)
     return FIXTURES
+
+
+def reference_index(reference: Path = REFERENCE) -> dict:
+    """A reference folder's ``index.json``, or ``{}`` when the fixtures are absent."""
+    path = reference / "index.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def fixture_params(values: Iterable[object]) -> list[object]:
+    """Parameters read from the fixtures, or one placeholder that skips saying why."""
+    values = list(values)
+    if values or HAVE_FIXTURES:
+        return values
+    return [pytest.param(None, marks=needs_fixtures, id="no-fixtures")]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-from conftest import REAL, REFERENCE_CHECKPOINT
+from conftest import REAL, REFERENCE_CHECKPOINT, needs_fixtures
 
 from ddsp_pd.checkpoint import (
     GIN_NAME,
@@ -111,6 +111,7 @@ def test_bad_gin_raises_checkpoint_error(text):
         parse_gin(text)
 
 
+@needs_fixtures
 def test_reference_gin_parses_without_ddsp():
     b = read_gin(REFERENCE_CHECKPOINT / GIN_NAME)
     # `train.batch_size = %batch_size` resolves to the macro defined in the same file.
@@ -122,6 +123,7 @@ def test_reference_gin_parses_without_ddsp():
 # ---------------------------------------------------------------- eras and sizes
 
 
+@needs_fixtures
 def test_reference_is_2x_and_sizes_match_its_variables(reference):
     c = reference.config
     assert c.era == "2.x" and c.loudness_version == "v3" and c.ld_range_db == 80.0
@@ -137,6 +139,7 @@ def test_reference_is_2x_and_sizes_match_its_variables(reference):
         assert shapes[name] == shape, name
 
 
+@needs_fixtures
 @pytest.mark.parametrize("name", sorted(REAL_ERAS))
 def test_real_checkpoints_recognised_with_their_era(name):
     info = inspect_checkpoint(REAL / name)
@@ -153,6 +156,7 @@ def test_real_checkpoints_recognised_with_their_era(name):
     assert info.parameter_count == parameter_count(info.shapes)
 
 
+@needs_fixtures
 def test_0x_layout_uses_the_legacy_variable_names():
     info = inspect_checkpoint(REAL / "google_2020_original_config")
     c = info.config
@@ -163,6 +167,7 @@ def test_0x_layout_uses_the_legacy_variable_names():
     assert c.sample_rate * 4 == c.n_samples
 
 
+@needs_fixtures
 def test_bare_ckpt_index_is_accepted():
     info = inspect_checkpoint(REAL / "google_2020_violin")
     assert info.name == "ckpt"
@@ -171,6 +176,7 @@ def test_bare_ckpt_index_is_accepted():
     assert c.sample_rate == 44100 and c.hop * c.frame_rate == c.sample_rate
 
 
+@needs_fixtures
 @pytest.mark.parametrize("name", ["google_2020_flute", "google_2020_trumpet"])
 def test_statistics_only_folders_are_refused(name):
     with pytest.raises(CheckpointError, match="no checkpoint index"):
@@ -209,12 +215,14 @@ def _viola_with_gin(tmp_path: Path, old: str, new: str) -> Path:
     return dest
 
 
+@needs_fixtures
 def test_gin_size_disagreeing_with_variables_is_refused(tmp_path):
     folder = _viola_with_gin(tmp_path, "RnnFcDecoder.ch = 512", "RnnFcDecoder.ch = 256")
     info = inspect_checkpoint(folder)
     assert info.refusal is not None and "RnnFcDecoder.ch = 256" in info.refusal
 
 
+@needs_fixtures
 def test_size_missing_from_gin_is_taken_from_variables(tmp_path):
     folder = _viola_with_gin(tmp_path, "RnnFcDecoder.rnn_channels = 512\n", "")
     info = inspect_checkpoint(folder)
@@ -223,11 +231,13 @@ def test_size_missing_from_gin_is_taken_from_variables(tmp_path):
     assert any("rnn_channels" in note for note in info.config.notes)
 
 
+@needs_fixtures
 def test_output_splits_disagreeing_with_dense_out_is_refused(tmp_path):
     folder = _viola_with_gin(tmp_path, "('noise_magnitudes', 65)", "('noise_magnitudes', 64)")
     assert "dense_out" in inspect_checkpoint(folder).refusal
 
 
+@needs_fixtures
 def test_unsupported_processor_is_refused(tmp_path):
     folder = _viola_with_gin(
         tmp_path, "(@effects.Reverb(), ['add/signal'])", "(@effects.ModDelay(), ['add/signal'])"
@@ -247,6 +257,7 @@ def test_solo_instrument_config_is_valid_and_validated():
 # ---------------------------------------------------------------- loading
 
 
+@needs_fixtures
 def test_load_reads_only_model_variables_by_ddsp_name(reference):
     index = _index_shapes(REFERENCE_CHECKPOINT / REF_PREFIX)
     assert set(reference.variables) == set(index)
@@ -271,18 +282,21 @@ def test_missing_directory(tmp_path):
         load_checkpoint(tmp_path / "nope")
 
 
+@needs_fixtures
 def test_directory_without_index(tmp_path):
     shutil.copy(REFERENCE_CHECKPOINT / GIN_NAME, tmp_path / GIN_NAME)
     with pytest.raises(CheckpointError, match="no checkpoint index"):
         load_checkpoint(tmp_path)
 
 
+@needs_fixtures
 def test_missing_gin(tmp_path):
     _link_reference(tmp_path, gin=False)
     with pytest.raises(CheckpointError, match=GIN_NAME):
         load_checkpoint(tmp_path)
 
 
+@needs_fixtures
 def test_index_without_data(tmp_path):
     (tmp_path / "ckpt-100.index").symlink_to(REFERENCE_CHECKPOINT / "ckpt-100.index")
     shutil.copy(REFERENCE_CHECKPOINT / GIN_NAME, tmp_path / GIN_NAME)
@@ -290,6 +304,7 @@ def test_index_without_data(tmp_path):
         load_checkpoint(tmp_path)
 
 
+@needs_fixtures
 def test_truncated_data_file(tmp_path):
     (tmp_path / "ckpt-100.index").symlink_to(REFERENCE_CHECKPOINT / "ckpt-100.index")
     shutil.copy(REFERENCE_CHECKPOINT / GIN_NAME, tmp_path / GIN_NAME)
@@ -299,6 +314,7 @@ def test_truncated_data_file(tmp_path):
         load_checkpoint(tmp_path)
 
 
+@needs_fixtures
 def test_corrupt_index(tmp_path):
     (tmp_path / "ckpt-100.index").write_bytes(b"this is not a checkpoint index" * 10)
     (tmp_path / "ckpt-100.data-00000-of-00001").symlink_to(
@@ -309,6 +325,7 @@ def test_corrupt_index(tmp_path):
         load_checkpoint(tmp_path)
 
 
+@needs_fixtures
 def test_checkpoint_file_choice_beats_highest_number(tmp_path):
     _link_reference(tmp_path, "ckpt-100")
     _link_reference(tmp_path, "ckpt-300", gin=False)
@@ -324,12 +341,14 @@ def test_checkpoint_file_choice_beats_highest_number(tmp_path):
     assert load_checkpoint(tmp_path).name == "ckpt-300"
 
 
+@needs_fixtures
 def test_highest_number_is_numeric_not_lexical(tmp_path):
     _link_reference(tmp_path, "ckpt-900")
     _link_reference(tmp_path, "ckpt-1200", gin=False)
     assert inspect_checkpoint(tmp_path).name == "ckpt-1200"
 
 
+@needs_fixtures
 def test_index_file_path_selects_that_checkpoint(tmp_path):
     _link_reference(tmp_path, "ckpt-100")
     _link_reference(tmp_path, "ckpt-300", gin=False)
@@ -342,6 +361,7 @@ def _zip_dir(folder: Path, archive: Path, arcroot: str = "my_model") -> None:
             zf.write(path.resolve(), f"{arcroot}/{path.name}")
 
 
+@needs_fixtures
 def test_zip_loads_like_the_directory(tmp_path, reference):
     archive = tmp_path / "model.zip"
     _zip_dir(REFERENCE_CHECKPOINT, archive)
@@ -400,6 +420,7 @@ def _info(*args: str):
     return CliRunner().invoke(main, ["info", *args])
 
 
+@needs_fixtures
 def test_info_describes_the_reference(reference):
     result = _info(str(REFERENCE_CHECKPOINT))
     assert result.exit_code == 0, result.output
@@ -411,6 +432,7 @@ def test_info_describes_the_reference(reference):
     assert "statistics: dataset_statistics.pkl" in out
 
 
+@needs_fixtures
 def test_info_on_index_only_folder_reports_and_fails():
     result = _info(str(REAL / "ddsp162_viola"))
     assert result.exit_code != 0
@@ -425,6 +447,7 @@ def test_info_on_missing_path_is_one_line_error(tmp_path):
     assert "not found" in result.output
 
 
+@needs_fixtures
 @pytest.mark.skipif(os.name == "nt", reason="symlinks")
 def test_info_works_on_a_zip(tmp_path):
     archive = tmp_path / "m.zip"
@@ -466,6 +489,7 @@ def _truncated_reference(folder: Path, keep: float = 0.5) -> Path:
     return folder
 
 
+@needs_fixtures
 def test_inspect_checks_data_sizes_against_the_index(tmp_path):
     info = inspect_checkpoint(REFERENCE_CHECKPOINT)
     assert info.has_data and info.data_problems == () and not info.index_only
@@ -476,6 +500,7 @@ def test_inspect_checks_data_sizes_against_the_index(tmp_path):
     assert inspect_checkpoint(REAL / "ddsp162_viola").index_only
 
 
+@needs_fixtures
 def test_info_says_damaged_for_a_truncated_data_file(tmp_path):
     # One byte short is enough: the last tensor's bytes are not all there.
     result = _info(str(_truncated_reference(tmp_path, keep=0.99999995)))
@@ -515,6 +540,7 @@ def private_tmp(tmp_path, monkeypatch) -> Path:
     return folder
 
 
+@needs_fixtures
 def test_a_zip_leaves_only_its_small_files_extracted_while_loaded(zeros_zip, private_tmp):
     ckpt = load_checkpoint(zeros_zip)
     try:
@@ -532,6 +558,7 @@ def test_a_zip_leaves_only_its_small_files_extracted_while_loaded(zeros_zip, pri
     ckpt.close()  # twice is fine
 
 
+@needs_fixtures
 def test_zip_extraction_takes_only_the_chosen_checkpoint(tmp_path, zeros_zip):
     from ddsp_pd.checkpoint import _extract_checkpoint
 
@@ -557,6 +584,7 @@ def test_zip_extraction_takes_only_the_chosen_checkpoint(tmp_path, zeros_zip):
     assert inspect_checkpoint(archive).available == ("ckpt-100", "ckpt-300")
 
 
+@needs_fixtures
 def test_a_data_shard_is_copied_only_as_far_as_its_index_reaches(tmp_path, private_tmp):
     from ddsp_pd.checkpoint import _extract_checkpoint
 
@@ -579,6 +607,7 @@ def test_a_data_shard_is_copied_only_as_far_as_its_index_reaches(tmp_path, priva
     assert info.has_data and _files_under(private_tmp) == {}
 
 
+@needs_fixtures
 def test_a_truncated_data_shard_in_a_zip_is_reported(tmp_path):
     folder = _truncated_reference(tmp_path)
     archive = tmp_path / "short.zip"
@@ -592,6 +621,7 @@ def test_a_truncated_data_shard_in_a_zip_is_reported(tmp_path):
         load_checkpoint(archive)
 
 
+@needs_fixtures
 def test_an_oversized_small_file_in_a_zip_is_refused(tmp_path, private_tmp):
     archive = tmp_path / "big_gin.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -602,6 +632,7 @@ def test_an_oversized_small_file_in_a_zip_is_refused(tmp_path, private_tmp):
     assert _files_under(private_tmp) == {}
 
 
+@needs_fixtures
 def test_a_lying_size_in_a_zip_is_caught_while_copying(tmp_path, private_tmp, monkeypatch):
     from ddsp_pd import checkpoint as ckpt_module
 

@@ -12,7 +12,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from ddsp_pd.cli import main
-from tests.conftest import AUDIO, REFERENCE, REFERENCE_CHECKPOINT
+from tests.conftest import AUDIO, REFERENCE, REFERENCE_CHECKPOINT, needs_fixtures
 
 CASE = REFERENCE / "cases" / "synthetic_vibrato.npz"
 
@@ -43,6 +43,7 @@ def clip(tmp_path: Path) -> Path:
     return path
 
 
+@needs_fixtures
 def test_render_audio_file_writes_input_rate_normalised(clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.wav"
     result = run("render", clip, "-c", REFERENCE_CHECKPOINT, "-o", out)
@@ -56,6 +57,7 @@ def test_render_audio_file_writes_input_rate_normalised(clip: Path, tmp_path: Pa
     assert "auto-adjust" in result.output
 
 
+@needs_fixtures
 def test_render_sample_rate_option(clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "out22.wav"
     result = run("render", clip, "-c", REFERENCE_CHECKPOINT, "-o", out, "--sample-rate", "22050")
@@ -63,6 +65,7 @@ def test_render_sample_rate_option(clip: Path, tmp_path: Path) -> None:
     assert sf.info(str(out)).samplerate == 22050
 
 
+@needs_fixtures
 def test_render_features_equals_the_model_on_the_same_controls(tmp_path: Path) -> None:
     """Black box: --features with every control neutral gives exactly the model's render."""
     from ddsp_pd.checkpoint import load_checkpoint
@@ -128,6 +131,7 @@ def _checkpoint_copy(tmp_path: Path, statistics: bytes | None) -> Path:
     return target
 
 
+@needs_fixtures
 def test_adjust_without_statistics_renders_and_says_why(clip: Path, tmp_path: Path) -> None:
     ckpt = _checkpoint_copy(tmp_path, None)
     out = tmp_path / "out.wav"
@@ -145,6 +149,7 @@ class _Evil:
         return (os.system, ("touch MARKER",))
 
 
+@needs_fixtures
 def test_malicious_statistics_are_refused_and_render_goes_on(
     clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,6 +162,7 @@ def test_malicious_statistics_are_refused_and_render_goes_on(
     assert "unusable" in result.output
 
 
+@needs_fixtures
 @pytest.mark.parametrize(
     ("make_args", "words"),
     [
@@ -177,6 +183,7 @@ def test_bad_input_is_one_line_error(tmp_path: Path, make_args, words) -> None:
     assert not (tmp_path / "o.wav").exists()
 
 
+@needs_fixtures
 def test_bad_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
     no_gin = tmp_path / "no_gin"
     shutil.copytree(REFERENCE_CHECKPOINT, no_gin)
@@ -190,6 +197,7 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
         assert_one_line_error(result, word)
 
 
+@needs_fixtures
 def test_info_describes_the_reference_checkpoint() -> None:
     result = run("info", REFERENCE_CHECKPOINT)
     assert result.exit_code == 0, result.output

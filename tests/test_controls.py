@@ -11,12 +11,11 @@ The fixture was made without ddsp-pd's confidence gate, so parity runs use gate 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import numpy as np
 import pytest
-from conftest import REFERENCE, REFERENCE_CHECKPOINT
+from conftest import REFERENCE, REFERENCE_CHECKPOINT, fixture_params, reference_index
 
 from ddsp_pd.controls import (
     CONTROL_RANGES,
@@ -46,18 +45,18 @@ F0_RTOL, F0_ATOL = 1e-4, 1e-4  # Hz
 LD_RTOL, LD_ATOL = 1e-4, 1e-4  # dB
 NOTE_RTOL, NOTE_ATOL = 1e-5, 1e-6
 
-INDEX = json.loads((REFERENCE / "index.json").read_text())
-SETTINGS = {s["name"]: s for s in INDEX["control_settings"]}
-CASES = sorted(INDEX["arrays"])
+INDEX = reference_index()
+SETTINGS = {s["name"]: s for s in INDEX.get("control_settings", [])}
+CASES = fixture_params(sorted(INDEX.get("arrays", {})))
 
 
 @pytest.fixture(scope="module")
-def stats() -> DatasetStatistics:
+def stats(fixtures_dir) -> DatasetStatistics:
     return load_statistics(REFERENCE_CHECKPOINT / "dataset_statistics.pkl")
 
 
 @pytest.fixture(scope="module")
-def cases() -> dict[str, dict[str, np.ndarray]]:
+def cases(fixtures_dir) -> dict[str, dict[str, np.ndarray]]:
     wanted = ("mask_on", "note_on_value", "auto_octave", "tuning_factor", "f0_hz", "loudness_db")
     out = {}
     for case in CASES:
@@ -92,7 +91,7 @@ def _inputs(z: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarra
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("setting", sorted(SETTINGS))
+@pytest.mark.parametrize("setting", fixture_params(sorted(SETTINGS)))
 @pytest.mark.parametrize("case", CASES)
 def test_matches_reference(cases, stats, case: str, setting: str) -> None:
     z, s = cases[case], SETTINGS[setting]
@@ -137,7 +136,7 @@ def test_either_mean_pitch_field_reproduces_auto_octave(cases, stats, case: str)
             assert octave == float(z[f"{name}/auto_octave"]), field
 
 
-@pytest.mark.parametrize("setting", sorted(SETTINGS))
+@pytest.mark.parametrize("setting", fixture_params(sorted(SETTINGS)))
 @pytest.mark.parametrize("case", CASES)
 def test_confidence_gate_only_zeroes_low_confidence_frames(
     cases, stats, case: str, setting: str

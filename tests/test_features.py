@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REFERENCE
+from conftest import REFERENCE, needs_fixtures
 
 from ddsp_pd.errors import InputError, OutputError
 from ddsp_pd.features import (
@@ -51,6 +51,7 @@ class CountingTracker:
 # ---------------------------------------------------------------- extraction
 
 
+@needs_fixtures
 @pytest.mark.parametrize("version", ["v3", "v1"])
 def test_extract_features_on_a_reference_case(version):
     with np.load(REFERENCE / "cases" / "synthetic_vibrato.npz") as case:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import REFERENCE
+from conftest import REFERENCE, needs_fixtures
 
 from ddsp_pd import loudness
 from ddsp_pd.loudness import a_weighting_db, compute_loudness, loudness_v1, loudness_v3
@@ -22,6 +22,7 @@ def _case(path):
         return {k: data[k] for k in ("audio", "loudness_v3_full", "loudness_v1")}
 
 
+@needs_fixtures
 def test_fixture_cases_exist():
     assert len(CASES) >= 3, f"no reference cases in {REFERENCE / 'cases'}"
 
@@ -44,6 +45,7 @@ def test_v1_matches_ddsp(path):
     np.testing.assert_allclose(got, case["loudness_v1"], rtol=0, atol=TOLERANCE_DB)
 
 
+@needs_fixtures
 @pytest.mark.parametrize("version", ["v1", "v3"])
 def test_compute_loudness_has_n_frames(version):
     case = _case(CASES[0])
@@ -67,6 +69,7 @@ def _max_error(fn, key):
     )
 
 
+@needs_fixtures
 @pytest.mark.parametrize(
     "fn,key", [(loudness_v3, "loudness_v3_full"), (loudness_v1, "loudness_v1")]
 )
@@ -76,6 +79,7 @@ def test_a_different_window_no_longer_matches(monkeypatch, fn, key):
     assert _max_error(fn, key) > 10 * TOLERANCE_DB
 
 
+@needs_fixtures
 @pytest.mark.parametrize(
     "fn,key", [(loudness_v3, "loudness_v3_full"), (loudness_v1, "loudness_v1")]
 )
@@ -84,6 +88,7 @@ def test_no_weighting_no_longer_matches(monkeypatch, fn, key):
     assert _max_error(fn, key) > 10 * TOLERANCE_DB
 
 
+@needs_fixtures
 def test_v1_needs_the_minus_80_db_floor(monkeypatch):
     """v1 averages dB over bins, so the floor on the DC bin's weighting shows (v3 averages
     power, where the DC bin's 1e-8 weight is invisible)."""
@@ -114,6 +119,7 @@ def test_lengths_for_ragged_and_short_input():
         assert compute_loudness(audio, SAMPLE_RATE, HOP, "v3").shape == (n // HOP,)
 
 
+@needs_fixtures
 def test_blocks_do_not_change_the_result(monkeypatch):
     """Long clips are processed in blocks of frames; block edges must be seamless."""
     audio = _case(CASES[0])["audio"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import AUDIO, REFERENCE, REFERENCE_CHECKPOINT
+from conftest import AUDIO, REFERENCE, REFERENCE_CHECKPOINT, needs_fixtures
 from pd_harness import PD, PD_MISSING, FakeServer, RealServer, free_udp_port, pd_with_server
 
 pytestmark = [pytest.mark.pd, pytest.mark.skipif(PD is None, reason=PD_MISSING)]
@@ -65,6 +65,7 @@ def _server_log(server: FakeServer | RealServer) -> str:
     return server.log() if isinstance(server, RealServer) else ""
 
 
+@needs_fixtures
 def test_timbre_transfer_end_to_end(server: FakeServer | RealServer, tmp_path: Path) -> None:
     clip = _clip(tmp_path)
     slow = 240.0 if server.kind == "real" else 15.0

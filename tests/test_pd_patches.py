@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from conftest import AUDIO, REFERENCE_CHECKPOINT
+from conftest import AUDIO, REFERENCE_CHECKPOINT, needs_fixtures
 from pd_harness import (
     BAD_LINE,
     MAIN_PATCH,
@@ -266,6 +266,7 @@ def test_controls_reach_the_server(fake: FakeServer, tmp_path: Path) -> None:
         assert pd.bad_lines() == []
 
 
+@needs_fixtures
 @pytest.mark.pd
 @pytest.mark.skipif(PD is None, reason=PD_MISSING)
 def test_render_result_and_curves_arrive_in_the_arrays(fake: FakeServer, tmp_path: Path) -> None:
@@ -349,6 +350,7 @@ def test_record_writes_a_wav_and_makes_it_the_input(fake: FakeServer, tmp_path: 
     assert (info.frames, info.samplerate, info.channels) == (12000, 48000, 1)
 
 
+@needs_fixtures
 @pytest.mark.pd
 @pytest.mark.skipif(PD is None, reason=PD_MISSING)
 def test_cancel_and_play_stop(fake: FakeServer, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import AUDIO
+from conftest import AUDIO, needs_fixtures
 
 from ddsp_pd.errors import ControlError
 from ddsp_pd.pitch import (
@@ -183,6 +183,7 @@ def _score(wav, tracker):
     return hits, agree
 
 
+@needs_fixtures
 def test_default_tracker_accuracy_on_fixture_clips():
     clips = sorted(AUDIO.glob("*.wav"))
     assert len(clips) >= 8, f"fixture clips missing in {AUDIO}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import REFERENCE_CHECKPOINT
+from conftest import REFERENCE_CHECKPOINT, needs_fixtures
 from test_server_support import (
     FakeEngine,
     OscClient,
@@ -100,6 +100,7 @@ def serve_process() -> Iterator[list[ServeProcess]]:
             process.proc.wait(10)
 
 
+@needs_fixtures
 @pytest.mark.slow
 def test_serve_process_starts_answers_and_stops_on_sigterm(serve_process, tmp_path: Path) -> None:
     process = ServeProcess(

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import AUDIO, REFERENCE, REFERENCE_CHECKPOINT
+from conftest import AUDIO, REFERENCE, REFERENCE_CHECKPOINT, needs_fixtures
 from test_server_support import OscClient, build, settle
 
 from ddsp_pd.server.app import OscService, ServerConfig
@@ -103,6 +103,7 @@ def _direct(engine: Engine, clip: Path, **changes: float) -> Any:
     return engine.render(loaded, transfer_settings(_params(clip, **changes)), input_path=clip)
 
 
+@needs_fixtures
 def test_render_matches_the_engine(served, engine: Engine, clip: Path) -> None:
     _, client = served
     client.request("/ddsp/input", str(clip), reply="/ddsp/state")
@@ -124,6 +125,7 @@ def test_render_matches_the_engine(served, engine: Engine, clip: Path) -> None:
     assert adjusted.args[3:] == pytest.approx([report.auto_octave, tuning], abs=1e-6)
 
 
+@needs_fixtures
 def test_features_file_matches_the_engine(served, engine: Engine, clip: Path) -> None:
     _, client = served
     client.request("/ddsp/input", str(clip), reply="/ddsp/state")
@@ -148,6 +150,7 @@ def test_features_file_matches_the_engine(served, engine: Engine, clip: Path) ->
         np.testing.assert_array_equal(data[:, channel], np.asarray(curve, np.float32))
 
 
+@needs_fixtures
 def test_supersession_with_the_real_engine(engine: Engine, clip: Path, tmp_path: Path) -> None:
     gate = threading.Event()
     service = _serve(GatedEngine(engine, gate), tmp_path)
@@ -172,6 +175,7 @@ def test_supersession_with_the_real_engine(engine: Engine, clip: Path, tmp_path:
         client.close()
 
 
+@needs_fixtures
 def test_checkpoints_and_loading(served, engine: Engine) -> None:
     _, client = served
     start = client.mark()
@@ -186,6 +190,7 @@ def test_checkpoints_and_loading(served, engine: Engine) -> None:
     assert loaded.args == ["checkpoint", config.era, config.sample_rate]
 
 
+@needs_fixtures
 def test_bad_checkpoint_and_input_keep_serving(served, clip: Path, tmp_path: Path) -> None:
     service, client = served
     broken = tmp_path / "broken"

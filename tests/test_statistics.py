@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REAL, REFERENCE_CHECKPOINT
+from conftest import REAL, REFERENCE_CHECKPOINT, needs_fixtures
 
 from ddsp_pd.errors import DdspPdError, StatisticsError
 from ddsp_pd.statistics import (
@@ -58,6 +58,7 @@ def _pickle_globals(data: bytes) -> set[str]:
 # --------------------------------------------------------------------------------------
 
 
+@needs_fixtures
 @pytest.mark.parametrize("name", sorted(REAL_FILES))
 def test_real_2020_files_load(name: str) -> None:
     path = REAL / name / "dataset_statistics.pkl"
@@ -81,6 +82,7 @@ def test_real_2020_files_load(name: str) -> None:
     assert -120.0 <= qt.quantiles[0] < qt.quantiles[-1] <= 20.0
 
 
+@needs_fixtures
 def test_reference_ddsp16_file_loads() -> None:
     assert "ddsp.training.postprocessing.QuantileTransformer" in _pickle_globals(
         REFERENCE_STATS.read_bytes()
@@ -281,6 +283,7 @@ def test_object_arrays_refused() -> None:
         parse_statistics(data)
 
 
+@needs_fixtures
 def test_allowed_callables_cannot_be_modified() -> None:
     # GLOBAL numpy.dtype, then BUILD with {'a': 1}: would set an attribute on a shared object.
     data = b"\x80\x02cnumpy\ndtype\n}X\x01\x00\x00\x00aK\x01sb."
@@ -322,6 +325,7 @@ def test_not_a_statistics_pickle(tmp_path: Path, content: bytes, match: str) -> 
     assert str(path) in str(info.value)
 
 
+@needs_fixtures
 @pytest.mark.parametrize("fraction", [0.1, 0.5, 0.99])
 def test_truncated_real_file(tmp_path: Path, fraction: float) -> None:
     data = REFERENCE_STATS.read_bytes()

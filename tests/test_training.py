@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 from click.testing import CliRunner
-from conftest import REFERENCE_CHECKPOINT
+from conftest import REFERENCE_CHECKPOINT, needs_fixtures
 
 from ddsp_pd.checkpoint import GIN_NAME, STATISTICS_NAME, load_checkpoint
 from ddsp_pd.config import config_from_gin
@@ -90,6 +90,7 @@ def trained(audio_dir, tmp_path_factory):
     return result, out, lines
 
 
+@needs_fixtures
 def test_written_keys_match_ddsp_reference(tmp_path):
     """Every variable key ddsp 3.7 writes under model/, the root's save_counter, nothing else
     (sizes may differ). The object graph itself is checked in test_checkpoint_graph.py."""
@@ -103,6 +104,7 @@ def test_written_keys_match_ddsp_reference(tmp_path):
     assert Path(state.model_checkpoint_path).name == "ckpt-5"
 
 
+@needs_fixtures
 def test_operative_config_has_the_reference_selectors():
     """Our gin binds every selector of the reference's that describes the model, and
     config_from_gin reads it back to the same sizes (the training-data provider is ours)."""
@@ -161,6 +163,7 @@ def test_training_lowers_the_loss(trained):
     assert any("steps/s" in line and "ETA" in line for line in lines)
 
 
+@needs_fixtures
 def test_checkpoint_loads_back_with_identical_output(trained):
     """The written checkpoint, read by load_checkpoint into DdspModel, renders exactly what
     the model in memory renders (same noise)."""
