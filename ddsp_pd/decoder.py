@@ -6,8 +6,10 @@ stacks from a zero state; the stacks and the GRU output concatenated through the
 stack and a final Dense, split by ``output_splits``.
 
 The weights are ``tf.Variable``s in a ``tf.Module`` so that the same object serves
-inference (a ``tf.function`` traced once for any batch and length) and training
-(``__call__`` is differentiable; ``ddsp_variables`` gives the ddsp checkpoint names).
+training (``__call__`` is differentiable; ``ddsp_variables`` gives the ddsp checkpoint
+names) and the tests that compare it with the numpy inference path
+(:mod:`ddsp_pd.inference.decoder`, which renders use; the variable names and shapes are
+defined there once for both).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from scipy.special import expit as _expit
 
 from ddsp_pd.config import ModelConfig
 from ddsp_pd.errors import CheckpointError
+from ddsp_pd.inference.decoder import decoder_variable_shapes
+from ddsp_pd.inference.decoder import fc_variable_names as _fc_names
 
 try:
     from threadpoolctl import threadpool_limits as _threadpool_limits
@@ -47,42 +51,6 @@ DECODE_BLOCK_FRAMES = 4000
 
 _LN_EPS = 1e-3
 _LEAK = 0.2
-
-
-def _fc_names(prefix: str, layers: int) -> list[tuple[str, str, str, str]]:
-    names = []
-    for i in range(layers):
-        base = f"{prefix}/layer_with_weights-{i}"
-        names.append(
-            (
-                f"{base}/layer_with_weights-0/kernel",
-                f"{base}/layer_with_weights-0/bias",
-                f"{base}/layer_with_weights-1/gamma",
-                f"{base}/layer_with_weights-1/beta",
-            )
-        )
-    return names
-
-
-def decoder_variable_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """ddsp name -> shape of every decoder variable of a model with this config."""
-    ch, units, n_in = config.ch, config.rnn_channels, len(config.input_keys)
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    def fc_stack(prefix: str, first_in: int) -> None:
-        for i, (k, b, g, beta) in enumerate(_fc_names(prefix, config.layers_per_stack)):
-            shapes[k] = (first_in if i == 0 else ch, ch)
-            shapes[b] = shapes[g] = shapes[beta] = (ch,)
-
-    for prefix in config.stack_names:
-        fc_stack(prefix, 1)
-    shapes[f"{config.rnn_name}/kernel"] = (n_in * ch, 3 * units)
-    shapes[f"{config.rnn_name}/recurrent_kernel"] = (units, 3 * units)
-    shapes[f"{config.rnn_name}/bias"] = (2, 3 * units)
-    fc_stack("decoder/out_stack", n_in * ch + units)
-    shapes["decoder/dense_out/kernel"] = (ch, config.n_outputs)
-    shapes["decoder/dense_out/bias"] = (config.n_outputs,)
-    return shapes
 
 
 def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+# numpy's FFT rather than scipy's: importing scipy.fft costs a fresh `ddsp-pd render` 0.2 s.
 import numpy as np
-import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
 # Squared pole frequencies (Hz^2) of the IEC 61672 A-weighting curve, as librosa uses them.
@@ -58,7 +58,7 @@ def _framed_reduce(
     out = np.empty(n_frames, dtype=np.float64)
     for start in range(0, n_frames, _BLOCK_FRAMES):
         block = frames[start : start + _BLOCK_FRAMES]
-        spectrum = scipy.fft.rfft(block * window, axis=-1)
+        spectrum = np.fft.rfft(block * window, axis=-1)
         out[start : start + len(block)] = reduce(spectrum.real**2 + spectrum.imag**2)
     return out
 

@@ -1,9 +1,9 @@
-"""One DDSP model: preprocessor, RnnFcDecoder and synthesis, for one checkpoint.
+"""One DDSP model in TensorFlow: preprocessor, RnnFcDecoder and synthesis, for training.
 
-``DdspModel.render(f0_hz, loudness_db, seed)`` turns frame features into audio at the
-model's rate for any number of frames (``n_frames * hop`` samples); the same object is
-differentiable through ``__call__`` and exposes its variables under ddsp's names for
-training.
+``DdspModel`` is differentiable through ``__call__`` and exposes its variables under
+ddsp's names for training. Rendering uses :class:`ddsp_pd.inference.InferenceModel`
+(numpy, no TensorFlow); ``DdspModel.render(f0_hz, loudness_db, seed)`` computes the same
+audio in TensorFlow (the same noise for the same seed), which the tests compare.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ddsp_pd.checkpoint import Checkpoint, load_checkpoint
 from ddsp_pd.config import ModelConfig
 from ddsp_pd.decoder import Decoder
 from ddsp_pd.errors import CheckpointError, InputError
+from ddsp_pd.inference import synth as inference_synth
 
 __all__ = ["INTERMEDIATE_NAMES", "DdspModel"]
 
@@ -252,7 +253,8 @@ class DdspModel:
             controls["harmonic_amplitudes"], controls["harmonic_distribution"], f0
         )
         if noise is None:
-            noise = synth.white_noise(batch, n_samples, seed)
+            # The numpy path's noise, so that both models render the same audio per seed.
+            noise = tf.convert_to_tensor(inference_synth.white_noise(batch, n_samples, seed))
         else:
             noise = tf.convert_to_tensor(np.asarray(noise, np.float32))
             if noise.shape.rank == 1:

@@ -7,6 +7,7 @@ everything it calls is a pure function of its inputs.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -23,13 +24,20 @@ from ddsp_pd.checkpoint import Checkpoint, load_checkpoint
 from ddsp_pd.controls import AdjustedControls, ControlSettings, apply_controls
 from ddsp_pd.errors import CancelledError, ControlError, InputError, StatisticsError
 from ddsp_pd.features import FeatureCache, Features, load_features_npz
-from ddsp_pd.model import DdspModel
+from ddsp_pd.inference import InferenceModel, ModelControls
+from ddsp_pd.inference import kernels as inference_kernels
 from ddsp_pd.statistics import DatasetStatistics, load_statistics
 
 log = logging.getLogger(__name__)
 
 #: Peak level of a normalised result, in dBFS.
 NORMALIZE_PEAK_DB = -1.0
+#: Memory the engine may keep for decoder outputs of recent renders (10 s of audio takes
+#: about 1.3 MB; a 10-minute render's 77 MB is not kept).
+PREPARED_CACHE_BYTES = 64 << 20
+#: Clips longer than this many frames (2 minutes at 250 frames/s) are rendered block by
+#: block with bounded memory and without the decoder-output cache.
+LONG_RENDER_FRAMES = 30000
 
 ProgressFn = Callable[[str, float], None]
 StopFn = Callable[[], bool]
@@ -56,7 +64,7 @@ class LoadedModel:
     """A checkpoint loaded once: the model, and its statistics or why there are none."""
 
     checkpoint: Checkpoint
-    model: DdspModel
+    model: InferenceModel
     statistics: DatasetStatistics | None
     statistics_problem: str | None
 
@@ -103,14 +111,22 @@ def _load_statistics(checkpoint: Checkpoint) -> tuple[DatasetStatistics | None, 
         return None, f"dataset_statistics.pkl unusable: {exc}"
 
 
-def _warm_up(model: DdspModel) -> None:
-    """Trace the model's graphs on one second of a quiet tone.
-
-    Tracing costs seconds once per model; a long-running server pays it while loading rather
-    than on the user's first render. The graphs accept any length, so this is done once.
-    """
+def _warm_up(model: InferenceModel) -> None:
+    """Render one second of a quiet tone, so that the first render a user asks for finds
+    every kernel loaded (numba's, from its on-disk cache) and every buffer size seen."""
     frames = int(model.config.frame_rate)
     model.render(np.full(frames, 220.0, np.float32), np.full(frames, -60.0, np.float32))
+
+
+def _features_key(path: Path, model: InferenceModel, f0_hz: np.ndarray, ld: np.ndarray) -> tuple:
+    """What the decoder's output depends on: the model (this very object: a checkpoint
+    reloaded from the same path may hold new weights) and its two input curves."""
+    digest = hashlib.blake2b(digest_size=16)
+    for arr in (f0_hz, ld):
+        arr = np.ascontiguousarray(arr, np.float32)
+        digest.update(str(arr.shape).encode())
+        digest.update(arr.tobytes())
+    return (path, model.serial, model.phase_mode, digest.hexdigest())
 
 
 class Engine:
@@ -123,14 +139,77 @@ class Engine:
         max_features: int = 8,
         checkpoint_dirs: list[Path] | None = None,
         warm_up: bool = False,
+        kernels: str = "auto",
+        max_prepared_bytes: int = PREPARED_CACHE_BYTES,
     ) -> None:
         self.tracker_name = tracker
         self.checkpoint_dirs = checkpoint_dirs
         self.warm_up = warm_up
+        # "auto": the compiled kernels where their start-up cost pays (see kernels_for).
+        self.kernels = inference_kernels.check_backend(kernels)
         self._models: OrderedDict[Path, LoadedModel] = OrderedDict()
         self._max_models = max_models
         self._features = FeatureCache(max_entries=max_features)
+        # Decoder output and harmonic signal of recent renders, keyed by the model and its
+        # input curves: a change of seed, output rate or normalisation skips the decoder.
+        self._prepared: OrderedDict[tuple, ModelControls] = OrderedDict()
+        self._max_prepared_bytes = max_prepared_bytes
         self._lock = threading.Lock()
+
+    def kernels_for(self, n_frames: int) -> str:
+        """The kernel backend for a render of ``n_frames`` frames.
+
+        ``auto`` picks the compiled kernels when a long-running engine (``warm_up``) asks,
+        when they are already loaded in this process, or when the clip is long enough for
+        their half second of start-up to pay; numpy otherwise.
+        """
+        if self.kernels != "auto":
+            return self.kernels
+        return inference_kernels.auto_backend(n_frames, long_running=self.warm_up)
+
+    def _render_long(
+        self,
+        loaded: LoadedModel,
+        adjusted: AdjustedControls,
+        seed: int,
+        should_stop: StopFn | None,
+    ) -> np.ndarray:
+        """A long clip block by block: the model's memory stays that of one block (the
+        result itself is the only full-length array), and nothing is cached."""
+        model = loaded.model
+        n_frames = len(adjusted.f0_hz)
+        audio = np.empty(n_frames * model.config.hop, np.float32)
+        filled = 0
+        pieces = model.render_blocks(
+            adjusted.f0_hz, adjusted.loudness_db, seed=seed, kernels=self.kernels_for(n_frames)
+        )
+        for piece in pieces:
+            audio[filled : filled + len(piece)] = piece
+            filled += len(piece)
+            _check(should_stop)
+        return audio
+
+    def prepared_controls(
+        self, loaded: LoadedModel, f0_hz: np.ndarray, loudness_db: np.ndarray
+    ) -> ModelControls:
+        """The decoder's controls and harmonic signal for these curves, cached."""
+        key = _features_key(Path(loaded.checkpoint.path), loaded.model, f0_hz, loudness_db)
+        with self._lock:
+            hit = self._prepared.get(key)
+            if hit is not None:
+                self._prepared.move_to_end(key)
+                return hit
+        prepared = loaded.model.model_controls(
+            f0_hz, loudness_db, kernels=self.kernels_for(len(f0_hz))
+        )
+        if prepared.nbytes <= self._max_prepared_bytes:
+            with self._lock:
+                self._prepared[key] = prepared
+                total = sum(p.nbytes for p in self._prepared.values())
+                while total > self._max_prepared_bytes and len(self._prepared) > 1:
+                    _, dropped = self._prepared.popitem(last=False)
+                    total -= dropped.nbytes
+        return prepared
 
     def load_model(self, checkpoint: str | Path | None) -> LoadedModel:
         """Return the model of a checkpoint path or name (None: the default), loading it once."""
@@ -141,7 +220,8 @@ class Engine:
                 return self._models[path]
         ckpt = load_checkpoint(path)
         statistics, problem = _load_statistics(ckpt)
-        loaded = LoadedModel(ckpt, DdspModel(ckpt), statistics, problem)
+        model = InferenceModel(ckpt, kernels=self.kernels_for(0))
+        loaded = LoadedModel(ckpt, model, statistics, problem)
         if self.warm_up:
             _warm_up(loaded.model)
         with self._lock:
@@ -214,7 +294,12 @@ class Engine:
         adjusted = self.adjust(features, loaded, settings)
         _check(should_stop)
         report("model", 0.0)
-        audio = loaded.model.render(adjusted.f0_hz, adjusted.loudness_db, seed=settings.seed)
+        if len(adjusted.f0_hz) > LONG_RENDER_FRAMES:
+            audio = self._render_long(loaded, adjusted, settings.seed, should_stop)
+        else:
+            prepared = self.prepared_controls(loaded, adjusted.f0_hz, adjusted.loudness_db)
+            _check(should_stop)
+            audio = loaded.model.render_controls(prepared, seed=settings.seed)
         _check(should_stop)
         out_rate = int(settings.sample_rate or input_rate)
         if out_rate != config.sample_rate:

@@ -83,7 +83,14 @@ def command(
         from ddsp_pd.training.dataset import find_audio_files
 
         find_audio_files(audio_dir)  # a wrong folder fails before TensorFlow loads
-        from ddsp_pd.training.loop import TrainOptions, train
+        try:
+            from ddsp_pd.training.loop import TrainOptions, train
+        except ModuleNotFoundError as exc:  # TensorFlow is the `train` extra
+            if (exc.name or "").split(".")[0] not in ("tensorflow", "keras"):
+                raise
+            raise click.ClickException(
+                "ddsp-pd train needs TensorFlow: pip install 'ddsp-pd[train]'"
+            ) from None
 
         options = TrainOptions(
             steps=steps,

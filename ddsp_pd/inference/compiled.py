@@ -1,0 +1,234 @@
+"""numba versions of the kernels in :mod:`ddsp_pd.inference.kernels` (same arguments).
+
+Compiled once per machine and cached on disk (``cache=True``); ``nogil`` so another thread
+can work meanwhile. Importing this module imports numba (~0.2 s) and the first call in a
+process costs ~0.35 s more even from the cache: see :mod:`ddsp_pd.inference.kernels` for
+when that pays. Sums are accumulated in float64 where float32 would lose digits (the
+LayerNorm moments, the oscillator phase and the harmonic rotation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+__all__ = ["gru_recurrence", "harmonic_bank", "layer_norm_leaky", "warm_up"]
+
+_TWO_PI = 2.0 * math.pi
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+# Sums may be reordered (vectorised): float32 rounding changes, NaN and infinity handling
+# does not (inputs are checked finite before they get here).
+_fast = numba.njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz", "arcp"}
+)
+
+
+@_fast
+def layer_norm_leaky(y, gamma, beta, eps, leak):  # pragma: no cover - compiled
+    rows, cols = y.shape
+    inv = np.float32(1.0 / cols)
+    for r in range(rows):
+        row = y[r]
+        total = np.float32(0.0)
+        for c in range(cols):
+            total += row[c]
+        mean = total * inv
+        sq = np.float32(0.0)
+        for c in range(cols):
+            d = row[c] - mean
+            sq += d * d
+        scale = np.float32(1.0) / np.sqrt(sq * inv + eps)
+        for c in range(cols):
+            v = (row[c] - mean) * scale * gamma[c] + beta[c]
+            row[c] = max(v, v * leak)
+
+
+_LOG2E = np.float32(1.4426950408889634)
+# ln 2 split in two so that n ln 2 is exact for the n that occur (Cody and Waite).
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+
+
+@_fast
+def _exp_inplace(x, bits):  # pragma: no cover - compiled
+    """``x <- exp(x)`` (float32, relative error < 4e-7), arguments clamped to [-87, 88].
+
+    libm's scalar ``expf`` is most of a GRU step's time; this form vectorises: ``exp(x) =
+    2^n exp(r)`` with ``|r| <= ln 2 / 2``, ``exp(r)`` by its Taylor polynomial of degree 7
+    and ``2^n`` built as the bits of a float32 in ``bits`` (an int32 scratch array).
+    """
+    size = x.shape[0]
+    for i in range(size):
+        v = min(max(x[i], np.float32(-87.0)), np.float32(88.0))
+        n = np.floor(v * _LOG2E + np.float32(0.5))
+        r = v - n * _LN2_HI - n * _LN2_LO
+        p = np.float32(1.0 / 5040.0)
+        p = p * r + np.float32(1.0 / 720.0)
+        p = p * r + np.float32(1.0 / 120.0)
+        p = p * r + np.float32(1.0 / 24.0)
+        p = p * r + np.float32(1.0 / 6.0)
+        p = p * r + np.float32(0.5)
+        p = p * r + np.float32(1.0)
+        p = p * r + np.float32(1.0)
+        x[i] = p
+        bits[i] = (np.int32(n) + np.int32(127)) << np.int32(23)
+    scale = bits.view(np.float32)
+    for i in range(size):
+        x[i] *= scale[i]
+
+
+@_fast
+def _matvec(matrix_t, h, out):  # pragma: no cover - compiled
+    """``out = h @ matrix`` with ``matrix_t = matrix.T`` contiguous, four outputs at a time
+    so that each load of ``h`` serves four rows."""
+    rows, cols = matrix_t.shape
+    j = 0
+    while j + 4 <= rows:
+        r0 = matrix_t[j]
+        r1 = matrix_t[j + 1]
+        r2 = matrix_t[j + 2]
+        r3 = matrix_t[j + 3]
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        for i in range(cols):
+            hi = h[i]
+            a0 += r0[i] * hi
+            a1 += r1[i] * hi
+            a2 += r2[i] * hi
+            a3 += r3[i] * hi
+        out[j] = a0
+        out[j + 1] = a1
+        out[j + 2] = a2
+        out[j + 3] = a3
+        j += 4
+    while j < rows:
+        r0 = matrix_t[j]
+        a0 = np.float32(0.0)
+        for i in range(cols):
+            a0 += r0[i] * h[i]
+        out[j] = a0
+        j += 1
+
+
+@_fast
+def _gru_gates(xt, hp, bias, h, out_t, pre, bits, u):  # pragma: no cover - compiled
+    one = np.float32(1.0)
+    for j in range(2 * u):  # z and r: sigmoid(a) = 1 / (1 + exp(-a))
+        pre[j] = -(xt[j] + hp[j] + bias[j])
+    _exp_inplace(pre[: 2 * u], bits[: 2 * u])
+    for j in range(2 * u):
+        pre[j] = one / (one + pre[j])
+    for j in range(u):  # n = tanh(a) = sign(a) (1 - exp(-2|a|)) / (1 + exp(-2|a|))
+        a = xt[2 * u + j] + pre[u + j] * (hp[2 * u + j] + bias[2 * u + j])
+        hp[j] = a
+        pre[2 * u + j] = np.float32(-2.0) * abs(a)
+    _exp_inplace(pre[2 * u :], bits[2 * u :])
+    for j in range(u):
+        e = pre[2 * u + j]
+        n = (one - e) / (one + e)
+        if hp[j] < 0:
+            n = -n
+        v = n + pre[j] * (h[j] - n)
+        h[j] = v
+        out_t[j] = v
+
+
+@_jit
+def gru_recurrence(x_proj, recurrent_kernel_t, recurrent_bias, h0, out):  # pragma: no cover
+    n_frames = x_proj.shape[0]
+    u = recurrent_kernel_t.shape[1]
+    h = h0.copy()
+    hp = np.empty(3 * u, np.float32)
+    pre = np.empty(3 * u, np.float32)
+    bits = np.empty(3 * u, np.int32)
+    for t in range(n_frames):
+        _matvec(recurrent_kernel_t, h, hp)
+        _gru_gates(x_proj[t], hp, recurrent_bias, h, out[t], pre, bits, u)
+    return h
+
+
+@_jit
+def harmonic_bank(
+    phase0, f0, f0_next, amps, amps_next, sample_rate, w_this, w_next, out
+):  # pragma: no cover - compiled
+    n_frames, n_harm = amps.shape
+    hop = w_this.shape[0]
+    nyquist = sample_rate / 2.0
+    step = _TWO_PI / sample_rate
+    freq = np.empty(hop, np.float64)
+    c1 = np.empty(hop, np.float64)
+    s1 = np.empty(hop, np.float64)
+    re = np.empty(hop, np.float64)
+    im = np.empty(hop, np.float64)
+    acc = np.empty(hop, np.float64)
+    phase = phase0
+    for j in range(n_frames):
+        a = f0[j]
+        b = f0_next[j]
+        for m in range(hop):
+            fr = a + (b - a) * (m / hop)
+            freq[m] = fr
+            phase += fr * step
+            if phase >= _TWO_PI:
+                phase -= _TWO_PI * math.floor(phase / _TWO_PI)
+            c1[m] = math.cos(phase)
+            s1[m] = math.sin(phase)
+            re[m] = c1[m]
+            im[m] = s1[m]
+            acc[m] = 0.0
+        top = -1
+        for k in range(n_harm):
+            if amps[j, k] != 0 or amps_next[j, k] != 0:
+                top = k
+        f_max = max(a, b)
+        for k in range(top + 1):
+            ak = amps[j, k]
+            bk = amps_next[j, k]
+            if ak != 0 or bk != 0:
+                kk = k + 1.0
+                if kk * f_max >= nyquist:
+                    for m in range(hop):
+                        if freq[m] * kk < nyquist:
+                            acc[m] += (ak * w_this[m] + bk * w_next[m]) * im[m]
+                else:
+                    for m in range(hop):
+                        acc[m] += (ak * w_this[m] + bk * w_next[m]) * im[m]
+            for m in range(hop):
+                r = re[m]
+                re[m] = r * c1[m] - im[m] * s1[m]
+                im[m] = r * s1[m] + im[m] * c1[m]
+        base = j * hop
+        for m in range(hop):
+            out[base + m] = acc[m]
+    return phase
+
+
+def warm_up() -> None:
+    """Load (or compile) every kernel for the argument types inference uses."""
+    f32 = np.float32
+    y = np.ones((2, 4), f32)
+    layer_norm_leaky(y, np.ones(4, f32), np.zeros(4, f32), f32(1e-3), f32(0.2))
+    u = 4
+    gru_recurrence(
+        np.zeros((2, 3 * u + 2), f32),
+        np.zeros((3 * u, u), f32),
+        np.zeros(3 * u, f32),
+        np.zeros(u, f32),
+        np.zeros((2, u), f32),
+    )
+    hop = 4
+    harmonic_bank(
+        0.0,
+        np.full(2, 100.0),
+        np.full(2, 100.0),
+        np.ones((2, 3), f32),
+        np.ones((2, 3), f32),
+        16000.0,
+        np.ones(hop, f32),
+        np.zeros(hop, f32),
+        np.zeros(2 * hop, f32),
+    )
