@@ -28,6 +28,25 @@ Where ddsp-pd departs from the notebook (none of it shows in the reference fixtu
 - :func:`tuning_factor` returns a number instead of NaN-driven garbage for degenerate input;
 - with ``ddsp-1.6`` statistics the dataset's note-on mean pitch is used (see
   :mod:`ddsp_pd.statistics`).
+
+Power models (DDSP-VST checkpoints and ``.tflite`` files) take frame power where solo models
+take loudness. :func:`apply_power_controls` runs the same chain on ``power_db``; only
+auto-adjust's octave and level steps differ, because these models come with note-on *ranges*
+(:class:`~ddsp_pd.statistics.ModelRanges`: ``metadata.json``, or the same four fields of a
+``ddsp-1.6`` ``dataset_statistics.pkl``) and no power distribution (the pickle's quantile
+transform is fitted on loudness). :func:`adjust_from_ranges` defines them:
+
+- notes are detected on power, with the power floor (-80 dB) as ``min_db``;
+- octave: the whole-octave shift that brings the clip's note-on mean pitch (voiced frames)
+  into ``[mean_min_pitch_note, mean_max_pitch_note]``, or nearest to it; no shift when it is
+  already inside, and the smallest shift among equals (:func:`range_octave_shift`);
+- power: the clip's note-on power range, measured as ddsp measures the model's (per 4 s
+  chunk the lowest and highest note-on power, averaged over chunks: :func:`note_range`),
+  is mapped linearly onto ``[mean_min_power_note, mean_max_power_note]``; the slope is kept
+  within [1/2, 2] (when it is clamped the two ranges' centres still meet), and below the
+  quietest note-on frame the map bends so that the -80 dB floor stays put and silence stays
+  silent (:func:`map_power_range`). The map applies to every frame, so note-off frames keep their
+  place below the notes; quiet, autotune, the shifts and the gate then follow as for loudness.
 """
 
 from __future__ import annotations
@@ -40,18 +59,22 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ddsp_pd.errors import ControlError
-from ddsp_pd.statistics import DatasetStatistics, QuantileTransform
+from ddsp_pd.statistics import DatasetStatistics, ModelRanges, QuantileTransform
 
 __all__ = [
     "CONTROL_RANGES",
     "F0_MAX_HZ",
     "KEY_NAMES",
+    "MIN_DB_POWER",
     "MIN_DB_V1",
     "MIN_DB_V3",
     "AdjustReport",
     "AdjustedControls",
     "ControlSettings",
+    "RangeAdjustment",
+    "adjust_from_ranges",
     "apply_controls",
+    "apply_power_controls",
     "apply_quiet",
     "auto_octave_shift",
     "auto_tune",
@@ -61,7 +84,10 @@ __all__ = [
     "detect_notes",
     "fit_quantile_transform",
     "hz_to_midi",
+    "map_power_range",
     "midi_to_hz",
+    "note_range",
+    "range_octave_shift",
     "shift_loudness",
     "shift_octave",
     "tuning_factor",
@@ -69,6 +95,14 @@ __all__ = [
 
 MIN_DB_V3 = -80.0  # loudness floor of ddsp >= 2.0 ("v3") models
 MIN_DB_V1 = -120.0  # loudness floor of ddsp 1.x ("v1") models
+MIN_DB_POWER = -80.0  # power floor of DDSP-VST models (compute_power's range_db)
+
+# Power auto-adjust (apply_power_controls): the chunk over which ddsp took each training
+# example's min and max (the Train_VST colab's 4 s examples), the limits of the power map's
+# slope, and how far the octave search goes.
+EXAMPLE_SECONDS = 4.0
+POWER_SLOPE_LIMITS = (0.5, 2.0)
+_MAX_AUTO_OCTAVES = 8
 
 # detect_notes' fixed parameters in ddsp.
 _NOTE_EXPONENT = 2.0
@@ -76,6 +110,7 @@ _NOTE_SMOOTHING = 40
 _NOTE_CONFIDENCE_REFERENCE = 0.7
 
 Reason = Literal["ok", "no statistics", "no notes detected", "disabled"]
+Level = Literal["loudness", "power"]
 
 # Inclusive ranges of every numeric control (also for the CLI and the OSC server).
 CONTROL_RANGES: dict[str, tuple[float, float]] = {
@@ -419,6 +454,11 @@ class AdjustReport:
         auto_octave: octaves auto-adjust shifted f0 by (0.0 when it did not run).
         tuning_factor: the tuning offset in semitones, when autotune ran (reported only).
         detail: more about a 'no statistics' reason, e.g. why the file was unusable.
+        level: 'loudness' or 'power': what the level controls worked on.
+        level_range_in: power models, when auto-adjust ran: the clip's note-on power range
+            (dB) that was mapped ...
+        level_range_out: ... onto this one: the model's range, or where the clip's went when
+            the map's slope was limited (see :func:`adjust_from_ranges`).
     """
 
     adjust_requested: bool
@@ -429,6 +469,9 @@ class AdjustReport:
     auto_octave: float = 0.0
     tuning_factor: float | None = None
     detail: str = ""
+    level: Level = "loudness"
+    level_range_in: tuple[float, float] | None = None
+    level_range_out: tuple[float, float] | None = None
 
     @property
     def message(self) -> str:
@@ -438,6 +481,9 @@ class AdjustReport:
                 f"auto-adjust: {self.notes_detected} note-on frames in "
                 f"{self.note_segments} notes, octave shift {self.auto_octave:+g}"
             )
+            if self.level_range_in is not None and self.level_range_out is not None:
+                (a, b), (c, d) = self.level_range_in, self.level_range_out
+                text += f", {self.level} {a:.1f}..{b:.1f} dB -> {c:.1f}..{d:.1f} dB"
             if self.tuning_factor is not None:
                 text += f", tuning {self.tuning_factor * 100:+.0f} cents"
             return text
@@ -456,14 +502,32 @@ class AdjustReport:
 class AdjustedControls:
     """The conditioning the decoder gets, and what auto-adjust found.
 
-    ``mask_on`` is all False and ``note_on_value`` all 0 when note detection did not run.
+    ``level_db`` is loudness (``level='loudness'``, from :func:`apply_controls`) or power
+    (``'power'``, from :func:`apply_power_controls`), also readable as :attr:`loudness_db` or
+    :attr:`power_db` (the other name raises AttributeError). ``mask_on`` is all False and
+    ``note_on_value`` all 0 when note detection did not run.
     """
 
     f0_hz: NDArray[np.float32]
-    loudness_db: NDArray[np.float32]
+    level_db: NDArray[np.float32]
     mask_on: NDArray[np.bool_]
     note_on_value: NDArray[np.float32]
     report: AdjustReport
+    level: Level = "loudness"
+
+    @property
+    def loudness_db(self) -> NDArray[np.float32]:
+        """The adjusted loudness (dB); AttributeError for a power model's controls."""
+        if self.level != "loudness":
+            raise AttributeError("these controls carry power_db (DDSP-VST models), not loudness_db")
+        return self.level_db
+
+    @property
+    def power_db(self) -> NDArray[np.float32]:
+        """The adjusted power (dB); AttributeError for a loudness model's controls."""
+        if self.level != "power":
+            raise AttributeError("these controls carry loudness_db, not power_db")
+        return self.level_db
 
 
 def apply_controls(
@@ -541,10 +605,273 @@ def apply_controls(
     )
     return AdjustedControls(
         f0_hz=f0,
-        loudness_db=ld,
+        level_db=ld,
         mask_on=mask_on,
         note_on_value=note_on_value,
         report=report,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Power models: auto-adjust from note-on ranges
+# --------------------------------------------------------------------------------------
+
+
+def note_range(
+    values: ArrayLike, mask_on: ArrayLike, n_chunks: int = 1
+) -> tuple[float, float] | None:
+    """The mean over chunks of each chunk's lowest and highest note-on value.
+
+    This is how ddsp's ``compute_dataset_statistics`` makes ``mean_min_*_note`` and
+    ``mean_max_*_note`` over training examples: the frames are cut into ``n_chunks``
+    near-equal chunks (``numpy.array_split``), chunks without a note-on frame are left out.
+
+    Returns:
+        ``(mean_min, mean_max)``, or None when no frame is on.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    mask = np.asarray(mask_on, dtype=bool)
+    _check_same_length(x, mask)
+    lows, highs = [], []
+    for idx in np.array_split(np.arange(x.size), max(1, min(int(n_chunks), max(x.size, 1)))):
+        on = x[idx][mask[idx]]
+        if on.size:
+            lows.append(on.min())
+            highs.append(on.max())
+    if not lows:
+        return None
+    return float(np.mean(lows)), float(np.mean(highs))
+
+
+def range_octave_shift(mean_pitch: float, pitch_min: float, pitch_max: float) -> float:
+    """Whole octaves that bring ``mean_pitch`` (MIDI) into ``[pitch_min, pitch_max]``.
+
+    Among shifts of -8..8 octaves the one whose result lies nearest the range wins (distance
+    0 inside it); among equals the smallest shift, then the one nearest the range's centre.
+    So a pitch already inside the range is not moved, and when the range is narrower than
+    an octave and the pitch falls between two octaves of it, it goes to the nearer edge.
+    """
+    centre = 0.5 * (pitch_min + pitch_max)
+
+    def cost(k: int) -> tuple[float, int, float]:
+        p = mean_pitch + 12.0 * k
+        gap = max(pitch_min - p, p - pitch_max, 0.0)
+        return (gap, abs(k), abs(p - centre))
+
+    best = min(range(-_MAX_AUTO_OCTAVES, _MAX_AUTO_OCTAVES + 1), key=cost)
+    return float(best)
+
+
+def map_power_range(
+    power_db: ArrayLike,
+    clip_range: tuple[float, float],
+    model_range: tuple[float, float],
+    floor_db: float = MIN_DB_POWER,
+    knee_db: float | None = None,
+) -> tuple[NDArray[np.float32], float]:
+    """Map power so that the clip's note-on range ``(lo, hi)`` lands on the model's.
+
+    ``y = model_centre + s (x - clip_centre)`` with ``s = (model width) / (clip width)``
+    limited to :data:`POWER_SLOPE_LIMITS` (1 when the clip's range is a single value): when
+    ``s`` is not limited, ``lo`` maps to the model's low end and ``hi`` to its high end.
+    Below ``knee_db`` (default ``lo``; :func:`adjust_from_ranges` passes the quietest note-on
+    frame, so that every note-on frame is on the straight line) the map runs straight from
+    ``(floor_db, floor_db)`` to ``(knee, y(knee))``, so the floor (silence) stays where it is
+    and the map stays monotonic; values at or below the floor are unchanged, and no value is
+    mapped below it.
+
+    Returns:
+        ``(mapped float32 power, s)``.
+    """
+    x = np.asarray(power_db, dtype=np.float64)
+    lo, hi = float(clip_range[0]), float(clip_range[1])
+    m_lo, m_hi = float(model_range[0]), float(model_range[1])
+    width = hi - lo
+    slope = (m_hi - m_lo) / width if width > 0 else 1.0
+    slope = float(np.clip(slope, *POWER_SLOPE_LIMITS))
+    clip_centre, model_centre = 0.5 * (lo + hi), 0.5 * (m_lo + m_hi)
+    y = model_centre + slope * (x - clip_centre)
+    knee = lo if knee_db is None else float(knee_db)
+    if knee > floor_db:
+        y_knee = model_centre + slope * (knee - clip_centre)
+        bend = max(y_knee - floor_db, 0.0) / (knee - floor_db)
+        below = x < knee
+        y[below] = floor_db + bend * (x[below] - floor_db)
+    y = np.maximum(y, floor_db)
+    y = np.where(x <= floor_db, x, y)
+    return y.astype(np.float32), slope
+
+
+@dataclass(frozen=True)
+class RangeAdjustment:
+    """What :func:`adjust_from_ranges` found and did.
+
+    Attributes:
+        octave: whole octaves to shift f0 by.
+        power_db: the mapped power of every frame (float32).
+        clip_pitch: mean MIDI pitch of the voiced note-on frames (None: none voiced).
+        clip_power_range: the clip's note-on power range (dB), as :func:`note_range` gives it.
+        model_power_range: the model's (``mean_min_power_note``, ``mean_max_power_note``).
+        power_slope: the slope of the power map (1 = only shifted).
+    """
+
+    octave: float
+    power_db: NDArray[np.float32]
+    clip_pitch: float | None
+    clip_power_range: tuple[float, float]
+    model_power_range: tuple[float, float]
+    power_slope: float
+
+    @property
+    def mapped_power_range(self) -> tuple[float, float]:
+        """Where the clip's range went: the model's, unless the slope was limited."""
+        lo, hi = self.clip_power_range
+        centre = 0.5 * sum(self.model_power_range)
+        half = 0.5 * self.power_slope * (hi - lo)
+        return centre - half, centre + half
+
+
+def adjust_from_ranges(
+    f0_hz: ArrayLike,
+    power_db: ArrayLike,
+    mask_on: ArrayLike,
+    ranges: ModelRanges,
+    frame_rate: float,
+    example_seconds: float = EXAMPLE_SECONDS,
+    floor_db: float = MIN_DB_POWER,
+) -> RangeAdjustment:
+    """Octave and power adjustment of a clip towards a power model's note-on ranges.
+
+    The clip's note-on mean pitch (voiced frames only) goes through
+    :func:`range_octave_shift` against ``ranges.pitch_min_note .. pitch_max_note``; its
+    note-on power range, :func:`note_range` over chunks of about ``example_seconds``
+    (``max(1, round(n_frames / (example_seconds * frame_rate)))`` chunks), is mapped onto
+    ``ranges.power_min_db .. power_max_db`` by :func:`map_power_range`.
+
+    Raises:
+        ControlError: no frame is on, arrays of different lengths, or a bad frame rate.
+    """
+    f0 = np.asarray(f0_hz, dtype=np.float32)
+    pw = np.asarray(power_db, dtype=np.float32)
+    mask = np.asarray(mask_on, dtype=bool)
+    _check_same_length(f0, pw, mask)
+    if not (frame_rate > 0 and example_seconds > 0):
+        raise ControlError(
+            f"frame_rate ({frame_rate}) and example_seconds ({example_seconds}) must be > 0"
+        )
+    n_chunks = max(1, round(pw.size / (example_seconds * frame_rate)))
+    clip_range = note_range(pw, mask, n_chunks)
+    if clip_range is None:
+        raise ControlError("no note-on frames to adjust from")
+    voiced = mask & (f0 > 0)
+    clip_pitch: float | None = None
+    octave = 0.0
+    if voiced.any():
+        clip_pitch = float(np.mean(hz_to_midi(f0[voiced]).astype(np.float64)))
+        octave = range_octave_shift(clip_pitch, ranges.pitch_min_note, ranges.pitch_max_note)
+    model_range = (ranges.power_min_db, ranges.power_max_db)
+    knee = min(clip_range[0], float(np.min(pw[mask])))
+    mapped, slope = map_power_range(pw, clip_range, model_range, floor_db, knee)
+    return RangeAdjustment(
+        octave=octave,
+        power_db=mapped,
+        clip_pitch=clip_pitch,
+        clip_power_range=clip_range,
+        model_power_range=model_range,
+        power_slope=slope,
+    )
+
+
+def apply_power_controls(
+    f0_hz: ArrayLike,
+    f0_confidence: ArrayLike,
+    power_db: ArrayLike,
+    settings: ControlSettings,
+    ranges: ModelRanges | None,
+    frame_rate: float,
+    statistics_problem: str | None = None,
+) -> AdjustedControls:
+    """Every control for a power model (DDSP-VST checkpoint or ``.tflite``), on ``power_db``.
+
+    The order of :func:`apply_controls`: if auto-adjust is on and ``ranges`` are given,
+    :func:`detect_notes` on power (floor :data:`MIN_DB_POWER`) and, if any frame is on,
+    :func:`adjust_from_ranges` (octave and power map), :func:`apply_quiet`, autotune; then
+    the power shift (``settings.loudness_db`` dB added to power), the octave shift and the
+    confidence gate. The result has ``level='power'``.
+
+    Args:
+        f0_hz, f0_confidence, power_db: frame features, ``[n_frames]`` each.
+        settings: the controls; validated here.
+        ranges: the model's note-on ranges (``ModelRanges.from_metadata`` of a ``.tflite``,
+            ``DatasetStatistics.model_ranges()`` of a checkpoint), or None (auto-adjust is
+            then skipped and the report says 'no statistics').
+        frame_rate: frames per second of the features (for the 4 s chunks of the ranges).
+        statistics_problem: why ``ranges`` is None, copied to ``report.detail``.
+
+    Raises:
+        ControlError: invalid settings, or feature arrays of different lengths or shapes.
+    """
+    settings.validate()
+    f0 = np.array(f0_hz, dtype=np.float32)
+    conf = np.asarray(f0_confidence, dtype=np.float32)
+    pw = np.array(power_db, dtype=np.float32)
+    if f0.ndim != 1:
+        raise ControlError(f"f0_hz must be one value per frame, got shape {f0.shape}")
+    _check_same_length(f0, conf, pw)
+    n = f0.size
+    mask_on = np.zeros(n, dtype=bool)
+    note_on_value = np.zeros(n, dtype=np.float32)
+    auto_octave = 0.0
+    tuning: float | None = None
+    ran = False
+    range_in: tuple[float, float] | None = None
+    range_out: tuple[float, float] | None = None
+
+    if not settings.adjust:
+        reason: Reason = "disabled"
+    elif ranges is None:
+        reason = "no statistics"
+    else:
+        mask_on, note_on_value = detect_notes(pw, conf, settings.note_threshold, MIN_DB_POWER)
+        if not mask_on.any():
+            reason = "no notes detected"
+        else:
+            reason, ran = "ok", True
+            adjustment = adjust_from_ranges(f0, pw, mask_on, ranges, frame_rate)
+            auto_octave = adjustment.octave
+            range_in, range_out = adjustment.clip_power_range, adjustment.mapped_power_range
+            f0 = shift_octave(f0, auto_octave)
+            pw = apply_quiet(adjustment.power_db, mask_on, note_on_value, settings.quiet)
+            if settings.autotune > 0:
+                midi = hz_to_midi(f0)
+                tuning = tuning_factor(midi, conf, mask_on)
+                tuned = auto_tune(midi, tuning, mask_on, amount=settings.autotune)
+                f0 = _clip_f0(midi_to_hz(tuned).astype(np.float32))
+
+    pw = shift_loudness(pw, settings.loudness_db)
+    f0 = shift_octave(f0, settings.octave)
+    f0 = confidence_gate(f0, conf, settings.confidence)
+
+    report = AdjustReport(
+        adjust_requested=bool(settings.adjust),
+        adjust_ran=ran,
+        reason=reason,
+        notes_detected=int(np.count_nonzero(mask_on)),
+        note_segments=count_segments(mask_on),
+        auto_octave=auto_octave,
+        tuning_factor=tuning,
+        detail=(statistics_problem or "") if reason == "no statistics" else "",
+        level="power",
+        level_range_in=range_in,
+        level_range_out=range_out,
+    )
+    return AdjustedControls(
+        f0_hz=f0,
+        level_db=pw,
+        mask_on=mask_on,
+        note_on_value=note_on_value,
+        report=report,
+        level="power",
     )
 
 

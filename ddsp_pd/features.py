@@ -1,5 +1,12 @@
-"""Frame features of a clip (f0, confidence, loudness), ``.npz`` feature files, and the cache
-that keys extracted features by file content."""
+"""Frame features of a clip (f0, confidence, and a level: loudness or power), ``.npz`` feature
+files, and the cache that keys extracted features by file content.
+
+The level is what the model's preprocessor reads: A-weighted *loudness* for solo-instrument
+models (ddsp's ``F0LoudnessPreprocessor``), frame *power* for DDSP-VST models
+(``OnlineF0PowerPreprocessor``, :mod:`ddsp_pd.power`). :attr:`Features.level` says which one
+:attr:`Features.level_db` holds; feature files name it by their array (``loudness_db`` or
+``power_db``).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -26,34 +34,76 @@ from ddsp_pd.pitch import (
     PitchTracker,
     get_tracker,
 )
+from ddsp_pd.power import compute_power
 
 log = logging.getLogger(__name__)
 
 # Bump when extraction changes so that on-disk cache entries of older code are not reused.
 FEATURES_VERSION = 1
+
+Level = Literal["loudness", "power"]
+#: The level kinds, and the array that holds each in feature files and on :class:`Features`.
+LEVEL_ARRAYS: dict[str, str] = {"loudness": "loudness_db", "power": "power_db"}
+_LEVEL_MODELS = {
+    "loudness": "solo-instrument (loudness) models",
+    "power": "DDSP-VST (power) models",
+}
+#: The arrays of a loudness features file (kept for callers of the loudness-only API).
 FEATURE_ARRAYS = ("f0_hz", "f0_confidence", "loudness_db")
+_PITCH_ARRAYS = ("f0_hz", "f0_confidence")
+
+
+def _check_level(level: str) -> str:
+    if level not in LEVEL_ARRAYS:
+        raise ValueError(f"unknown level {level!r} (expected 'loudness' or 'power')")
+    return level
 
 
 @dataclass(eq=False)
 class Features:
     """Per-frame conditioning: float32 arrays of equal length ``n_frames``.
 
-    ``f0_hz`` (0 = no pitch), ``f0_confidence`` in [0, 1], ``loudness_db`` in dB, and the
-    frame rate in frames per second (``sample_rate / hop`` of the model).
+    ``f0_hz`` (0 = no pitch), ``f0_confidence`` in [0, 1], ``level_db`` in dB, the frame
+    rate in frames per second (``sample_rate / hop`` of the model), and ``level``: whether
+    ``level_db`` is loudness (solo models, the default) or power (DDSP-VST models). The level
+    is also readable under its own name, :attr:`loudness_db` or :attr:`power_db`; the other
+    name raises AttributeError, so power never reaches a loudness model unnoticed.
     """
 
     f0_hz: np.ndarray
     f0_confidence: np.ndarray
-    loudness_db: np.ndarray
+    level_db: np.ndarray
     frame_rate: float
+    level: Level = "loudness"
 
     def __post_init__(self) -> None:
-        for name in FEATURE_ARRAYS:
+        _check_level(self.level)
+        names = (*_PITCH_ARRAYS, "level_db")
+        for name in names:
             setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=np.float32))
-        lengths = {name: getattr(self, name).shape for name in FEATURE_ARRAYS}
+        lengths = {name: getattr(self, name).shape for name in names}
         if any(len(shape) != 1 for shape in lengths.values()) or len(set(lengths.values())) != 1:
             raise ValueError(f"feature arrays must be 1-D of equal length, got {lengths}")
         self.frame_rate = float(self.frame_rate)
+
+    @property
+    def level_name(self) -> str:
+        """The level array's name: ``'loudness_db'`` or ``'power_db'``."""
+        return LEVEL_ARRAYS[self.level]
+
+    @property
+    def loudness_db(self) -> np.ndarray:
+        """Loudness in dB; AttributeError for power features."""
+        if self.level != "loudness":
+            raise AttributeError("these features carry power_db (DDSP-VST models), not loudness_db")
+        return self.level_db
+
+    @property
+    def power_db(self) -> np.ndarray:
+        """Power in dB; AttributeError for loudness features."""
+        if self.level != "power":
+            raise AttributeError("these features carry loudness_db, not power_db")
+        return self.level_db
 
     @property
     def n_frames(self) -> int:
@@ -63,12 +113,23 @@ class Features:
     def copy(self) -> Features:
         """A deep copy (cached features are shared; callers that modify arrays copy first)."""
         return Features(
-            self.f0_hz.copy(), self.f0_confidence.copy(), self.loudness_db.copy(), self.frame_rate
+            self.f0_hz.copy(),
+            self.f0_confidence.copy(),
+            self.level_db.copy(),
+            self.frame_rate,
+            self.level,
         )
 
 
 def _resolve(tracker: PitchTracker | str) -> PitchTracker:
     return get_tracker(tracker) if isinstance(tracker, str) else tracker
+
+
+def feature_frames(n_samples: int, hop: int, level: str = "loudness") -> int:
+    """Frames :func:`extract_features` makes from ``n_samples``: ``n // hop`` for loudness;
+    ``n // hop + 1`` for power (ddsp's centred power frames, the last centred on sample
+    ``hop * (n // hop)``), and a power model renders ``(n_frames - 1) * hop`` samples."""
+    return n_samples // hop + (1 if _check_level(level) == "power" else 0)
 
 
 def extract_features(
@@ -77,50 +138,76 @@ def extract_features(
     hop: int,
     loudness_version: str,
     tracker: PitchTracker | str = DEFAULT_TRACKER,
+    *,
+    level: Level = "loudness",
+    power_frame_size: int | None = None,
 ) -> Features:
-    """f0, confidence and loudness of mono ``audio`` for a model with this rate and hop.
+    """f0, confidence and the level (loudness or power) of mono ``audio`` for a model.
 
-    ``n_frames = len(audio) // hop``; frame i is at sample ``i * hop``. Loudness is
-    :func:`ddsp_pd.loudness.compute_loudness` of ``loudness_version`` ('v1' or 'v3', v3
-    trimmed to ``n_frames``). For v1 models the f0 track is read 512 CREPE samples (32 ms)
-    later, because ddsp 1.x ran CREPE on uncentred frames and its models were trained that way.
+    Loudness (``level='loudness'``, solo models): ``n_frames = len(audio) // hop``; frame i
+    is at sample ``i * hop``. Loudness is :func:`ddsp_pd.loudness.compute_loudness` of
+    ``loudness_version`` ('v1' or 'v3', v3 trimmed to ``n_frames``). For v1 models the f0
+    track is read 512 CREPE samples (32 ms) later, because ddsp 1.x ran CREPE on uncentred
+    frames and its models were trained that way.
 
-    Raises InputError if the audio is shorter than one hop.
+    Power (``level='power'``, DDSP-VST models): :func:`ddsp_pd.power.compute_power` with
+    frames of ``power_frame_size`` samples (required; the gin's ``frame_size``), giving
+    ``len(audio) // hop + 1`` centred frames as ddsp's ``OnlineF0PowerPreprocessor`` does;
+    f0 is tracked at the same frame times. ``loudness_version`` is not used.
+
+    Raises InputError if the audio is shorter than one hop; ValueError for an unknown level
+    or a missing or unusable ``power_frame_size``.
     """
+    _check_level(level)
+    if level == "power" and power_frame_size is None:
+        raise ValueError("power features need power_frame_size (the model's frame_size)")
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise InputError(f"audio must be mono, got an array of shape {audio.shape}")
-    n_frames = len(audio) // hop
-    if n_frames == 0:
+    if len(audio) // hop == 0:
         raise InputError(f"audio is too short: {len(audio)} samples, need at least {hop}")
     if not np.all(np.isfinite(audio)):
         raise InputError("audio contains NaN or infinite samples")
     tracker = _resolve(tracker)
     frame_rate = sample_rate / hop
-    loudness = compute_loudness(audio, sample_rate, hop, loudness_version)
+    n_frames = feature_frames(len(audio), hop, level)
     pitch_audio = audio
-    if loudness_version == "v1":
-        shift = round(CREPE_FRAME / 2 * sample_rate / CREPE_SAMPLE_RATE)
-        pitch_audio = np.concatenate([audio[shift:], np.zeros(min(shift, len(audio)), np.float32)])
+    if level == "power":
+        assert power_frame_size is not None
+        level_db = compute_power(audio, sample_rate, frame_rate, power_frame_size)
+    else:
+        level_db = compute_loudness(audio, sample_rate, hop, loudness_version)
+        if loudness_version == "v1":
+            shift = round(CREPE_FRAME / 2 * sample_rate / CREPE_SAMPLE_RATE)
+            pitch_audio = np.concatenate(
+                [audio[shift:], np.zeros(min(shift, len(audio)), np.float32)]
+            )
     f0, confidence = tracker.track(pitch_audio, sample_rate, frame_rate, n_frames)
     if len(f0) != n_frames or len(confidence) != n_frames:
         raise RuntimeError(
             f"tracker {tracker.name!r} returned {len(f0)} / {len(confidence)} frames, "
             f"expected {n_frames}"
         )
-    return Features(f0, confidence, loudness, frame_rate)
+    return Features(f0, confidence, level_db, frame_rate, level)
 
 
-def load_features_npz(path: str | os.PathLike[str], frame_rate: float) -> Features:
-    """Read features from an ``.npz`` with arrays ``f0_hz``, ``f0_confidence``, ``loudness_db``.
+def load_features_npz(
+    path: str | os.PathLike[str], frame_rate: float, level: Level = "loudness"
+) -> Features:
+    """Read features from an ``.npz`` with arrays ``f0_hz``, ``f0_confidence`` and the level
+    the model takes: ``loudness_db`` (``level='loudness'``) or ``power_db`` (``'power'``).
 
     Arrays may be ``[n]`` or have one extra axis of size 1 (``[1, n]``, ``[n, 1]``). If the
-    file stores a ``frame_rate`` it must equal ``frame_rate`` (the model's).
+    file stores a ``frame_rate`` it must equal ``frame_rate`` (the model's). A file holding
+    both level arrays is read for the one asked for.
 
-    Raises InputError for a missing or unreadable file, a missing array, wrong dimensions,
+    Raises InputError for a missing or unreadable file, a file whose level is the other kind
+    (saying which it holds and which the model needs), a missing array, wrong dimensions,
     unequal lengths, zero frames, NaN or infinite values, negative f0, or confidence outside
-    [0, 1].
+    [0, 1]. ValueError for an unknown ``level``.
     """
+    level_name = LEVEL_ARRAYS[_check_level(level)]
+    wanted = (*_PITCH_ARRAYS, level_name)
     p = Path(path)
     if not p.exists():
         raise InputError(f"features file not found: {p}")
@@ -134,12 +221,14 @@ def load_features_npz(path: str | os.PathLike[str], frame_rate: float) -> Featur
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise InputError(f"{p} holds a single array, not an .npz of named feature arrays")
     try:
-        missing = [name for name in FEATURE_ARRAYS if name not in npz.files]
+        if level_name not in npz.files:
+            _refuse_other_level(p, npz.files, level)
+        missing = [name for name in wanted if name not in npz.files]
         if missing:
             raise InputError(
                 f"{p} lacks array(s) {', '.join(missing)} (has: {', '.join(npz.files) or 'none'})"
             )
-        arrays = {name: np.asarray(npz[name]) for name in FEATURE_ARRAYS}
+        arrays = {name: np.asarray(npz[name]) for name in wanted}
         stored_rate = npz["frame_rate"] if "frame_rate" in npz.files else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         reason = " ".join(str(err).split()) or type(err).__name__
@@ -177,11 +266,24 @@ def load_features_npz(path: str | os.PathLike[str], frame_rate: float) -> Featur
             raise InputError(
                 f"{p} was made at {stored:g} frames/s but the model runs at {frame_rate:g}"
             )
-    return Features(arrays["f0_hz"], conf, arrays["loudness_db"], frame_rate)
+    return Features(arrays["f0_hz"], conf, arrays[level_name], frame_rate, level)
+
+
+def _refuse_other_level(path: Path, names: list[str], level: str) -> None:
+    """Raise a clear InputError when the file carries the other level kind."""
+    for other, other_name in LEVEL_ARRAYS.items():
+        if other != level and other_name in names:
+            raise InputError(
+                f"{path} holds {other_name}, the level of {_LEVEL_MODELS[other]}, but this "
+                f"model takes {LEVEL_ARRAYS[level]} ({_LEVEL_MODELS[level]}); make the "
+                f"features for this model"
+            )
 
 
 def save_features_npz(path: str | os.PathLike[str], features: Features) -> Path:
     """Write features (and their frame rate) to an ``.npz``, atomically (temp file + rename).
+
+    The level is stored under its own name: ``loudness_db`` or ``power_db``.
 
     Raises OutputError if the file cannot be written.
     """
@@ -190,13 +292,12 @@ def save_features_npz(path: str | os.PathLike[str], features: Features) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                f0_hz=features.f0_hz,
-                f0_confidence=features.f0_confidence,
-                loudness_db=features.loudness_db,
-                frame_rate=np.float64(features.frame_rate),
-            )
+            arrays = {
+                "f0_hz": features.f0_hz,
+                "f0_confidence": features.f0_confidence,
+                features.level_name: features.level_db,
+            }
+            np.savez(handle, **arrays, frame_rate=np.float64(features.frame_rate))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
@@ -210,10 +311,10 @@ def save_features_npz(path: str | os.PathLike[str], features: Features) -> Path:
 class FeatureCache:
     """Features of input files keyed by their content, in memory (LRU) and optionally on disk.
 
-    The key is the sha256 of the file's bytes plus the sample rate, hop, loudness version and
-    tracker name, so an edited file under the same path is recomputed and a copy under another
-    path is a hit. The disk cache (``cache_dir``) holds one ``.npz`` per key, written
-    atomically; unreadable entries are recomputed. Thread-safe.
+    The key is the sha256 of the file's bytes plus the sample rate, hop, loudness version (or
+    power frame size) and tracker name, so an edited file under the same path is recomputed
+    and a copy under another path is a hit. The disk cache (``cache_dir``) holds one ``.npz``
+    per key, written atomically; unreadable entries are recomputed. Thread-safe.
     """
 
     def __init__(
@@ -228,12 +329,26 @@ class FeatureCache:
 
     @staticmethod
     def key(
-        content_sha256: str, sample_rate: int, hop: int, loudness_version: str, tracker_name: str
+        content_sha256: str,
+        sample_rate: int,
+        hop: int,
+        loudness_version: str,
+        tracker_name: str,
+        *,
+        level: Level = "loudness",
+        power_frame_size: int | None = None,
     ) -> str:
-        """The cache key (hex) for file content and extraction settings."""
+        """The cache key (hex) for file content and extraction settings.
+
+        Loudness keys are those of earlier versions, so their disk entries stay valid; power
+        keys name the power frame size in place of the loudness version.
+        """
+        version = loudness_version
+        if _check_level(level) == "power":
+            version = f"power{int(power_frame_size or 0)}"
         text = (
             f"v{FEATURES_VERSION}|{content_sha256}|{int(sample_rate)}|{int(hop)}|"
-            f"{loudness_version}|{tracker_name}"
+            f"{version}|{tracker_name}"
         )
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -244,16 +359,28 @@ class FeatureCache:
         hop: int,
         loudness_version: str,
         tracker: PitchTracker | str = DEFAULT_TRACKER,
+        *,
+        level: Level = "loudness",
+        power_frame_size: int | None = None,
     ) -> tuple[Features, np.ndarray]:
         """Features of the file at ``path`` and its mono audio at ``sample_rate``.
 
-        The returned objects are shared with the cache: do not modify them in place
-        (``Features.copy()`` first). Raises InputError as :func:`load_audio` does.
+        ``level`` and ``power_frame_size`` as for :func:`extract_features`. The returned
+        objects are shared with the cache: do not modify them in place (``Features.copy()``
+        first). Raises InputError as :func:`load_audio` does.
         """
         tracker = _resolve(tracker)
+        if _check_level(level) == "power" and power_frame_size is None:
+            raise ValueError("power features need power_frame_size (the model's frame_size)")
         data = read_bytes(path)
         key = self.key(
-            hashlib.sha256(data).hexdigest(), sample_rate, hop, loudness_version, tracker.name
+            hashlib.sha256(data).hexdigest(),
+            sample_rate,
+            hop,
+            loudness_version,
+            tracker.name,
+            level=level,
+            power_frame_size=power_frame_size,
         )
         with self._lock:
             if key in self._items:
@@ -262,14 +389,23 @@ class FeatureCache:
                 return self._items[key]
         # Decode the bytes that were hashed, so that the key always matches the audio.
         audio = load_audio(path, sample_rate, min_samples=hop, data=data)
-        features = self._load_disk(key, sample_rate / hop, len(audio) // hop)
+        n_frames = feature_frames(len(audio), hop, level)
+        features = self._load_disk(key, sample_rate / hop, n_frames, level)
         with self._lock:
             if features is None:
                 self.misses += 1
             else:
                 self.hits += 1
         if features is None:
-            features = extract_features(audio, sample_rate, hop, loudness_version, tracker)
+            features = extract_features(
+                audio,
+                sample_rate,
+                hop,
+                loudness_version,
+                tracker,
+                level=level,
+                power_frame_size=power_frame_size,
+            )
             self._save_disk(key, features)
         with self._lock:
             self._items[key] = (features, audio)
@@ -286,12 +422,14 @@ class FeatureCache:
     def _disk_path(self, key: str) -> Path | None:
         return self.cache_dir / f"{key}.npz" if self.cache_dir is not None else None
 
-    def _load_disk(self, key: str, frame_rate: float, n_frames: int) -> Features | None:
+    def _load_disk(
+        self, key: str, frame_rate: float, n_frames: int, level: Level = "loudness"
+    ) -> Features | None:
         path = self._disk_path(key)
         if path is None or not path.is_file():
             return None
         try:
-            features = load_features_npz(path, frame_rate)
+            features = load_features_npz(path, frame_rate, level)
         except InputError as err:
             log.warning("ignoring a bad feature cache entry: %s", err)
             return None

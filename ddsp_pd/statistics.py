@@ -40,6 +40,18 @@ threshold gives the same ``S/auto_octave`` and ``S/f0_hz`` with either
 (``tests/test_controls.py`` checks both). They differ only for datasets with many non-note
 frames far from the notes' pitch, where the all-frames mean would bias the octave choice.
 The file's own ``mean_pitch`` stays available in :attr:`DatasetStatistics.extra`.
+
+Power statistics (DDSP-VST models)
+----------------------------------
+``ddsp-1.6`` files also describe the training data's frame *power* (ddsp's ``compute_power``,
+1024-sample frames at 50 frames/s by default: what DDSP-VST models take instead of loudness):
+:attr:`DatasetStatistics.power` gathers them (:class:`PowerStatistics`), and
+:meth:`DatasetStatistics.model_ranges` gives the note-on pitch and power ranges that
+``ddsp_export`` also writes into a ``.tflite``'s ``metadata.json`` (:class:`ModelRanges`, which
+:meth:`ModelRanges.from_metadata` reads from there), so that a checkpoint and its export
+adjust alike. ddsp fits ``quantile_transform`` on note-on *loudness* in every layout, VST
+checkpoints included (its quantiles run from ``min_loudness_note`` to ``max_loudness_note``):
+it is not a power distribution and auto-adjust of power models does not use it.
 """
 
 from __future__ import annotations
@@ -47,7 +59,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +72,8 @@ from ddsp_pd.errors import StatisticsError
 __all__ = [
     "LAYOUTS",
     "DatasetStatistics",
+    "ModelRanges",
+    "PowerStatistics",
     "QuantileTransform",
     "load_statistics",
     "parse_statistics",
@@ -181,6 +195,117 @@ class QuantileTransform:
         return out.astype(ua.dtype)
 
 
+_POWER_STATS = ("mean", "std", "min", "max", "mean_min", "mean_max")
+
+
+@dataclass(frozen=True)
+class PowerStatistics:
+    """The training data's frame power in dB (``compute_power``), as ddsp >= 1.6 stores it.
+
+    Plain attributes are over all frames (the last 20 of each example trimmed, as ddsp does);
+    ``*_note`` attributes over note-on frames only (ddsp found the notes from *loudness*).
+    ``mean_min`` / ``mean_max`` are the mean over training examples of each example's
+    minimum / maximum.
+    """
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    mean_min: float
+    mean_max: float
+    mean_note: float
+    std_note: float
+    min_note: float
+    max_note: float
+    mean_min_note: float
+    mean_max_note: float
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, float]) -> PowerStatistics | None:
+        """From ``{mean,std,min,max,mean_min,mean_max}_power[_note]`` keys; None if any lacks."""
+        values: dict[str, float] = {}
+        for suffix in ("", "_note"):
+            for stat in _POWER_STATS:
+                key = f"{stat}_power{suffix}"
+                if key not in fields:
+                    return None
+                values[f"{stat}{suffix}"] = float(fields[key])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ModelRanges:
+    """The note-on pitch and power ranges a power model was trained on.
+
+    These are the four statistics of a ``.tflite``'s ``metadata.json`` (and of a
+    ``ddsp-1.6`` ``dataset_statistics.pkl``): the mean over training examples of each
+    example's lowest / highest note-on pitch (MIDI) and power (dB). Auto-adjust of power
+    models moves a clip into them (:func:`ddsp_pd.controls.adjust_from_ranges`).
+
+    Attributes:
+        pitch_min_note, pitch_max_note: ``mean_min_pitch_note``, ``mean_max_pitch_note``.
+        power_min_db, power_max_db: ``mean_min_power_note``, ``mean_max_power_note``.
+        source: where they were read, for reports.
+    """
+
+    pitch_min_note: float
+    pitch_max_note: float
+    power_min_db: float
+    power_max_db: float
+    source: str = ""
+
+    FIELDS = (
+        ("pitch_min_note", "mean_min_pitch_note"),
+        ("pitch_max_note", "mean_max_pitch_note"),
+        ("power_min_db", "mean_min_power_note"),
+        ("power_max_db", "mean_max_power_note"),
+    )
+
+    def __post_init__(self) -> None:
+        for attr, key in self.FIELDS:
+            value = getattr(self, attr)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise StatisticsError(f"{key} is a {type(value).__name__}, expected a number")
+            if not math.isfinite(float(value)):
+                raise StatisticsError(f"{key} is not a finite number")
+            object.__setattr__(self, attr, float(value))
+        if self.pitch_min_note > self.pitch_max_note:
+            raise StatisticsError(
+                f"mean_min_pitch_note {self.pitch_min_note:g} is above "
+                f"mean_max_pitch_note {self.pitch_max_note:g}"
+            )
+        if self.power_min_db > self.power_max_db:
+            raise StatisticsError(
+                f"mean_min_power_note {self.power_min_db:g} is above "
+                f"mean_max_power_note {self.power_max_db:g}"
+            )
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, object], source: str = "") -> ModelRanges:
+        """From a mapping with the ``mean_{min,max}_{pitch,power}_note`` keys (metadata.json).
+
+        Raises:
+            StatisticsError: a key is missing, not a finite number, or min > max.
+        """
+        missing = [key for _, key in cls.FIELDS if key not in metadata]
+        if missing:
+            where = f" in {source}" if source else ""
+            raise StatisticsError(f"no {', '.join(missing)}{where}")
+        values = {attr: metadata[key] for attr, key in cls.FIELDS}
+        return cls(**values, source=source)  # type: ignore[arg-type]
+
+    @property
+    def pitch_centre(self) -> float:
+        """Middle of the pitch range (MIDI)."""
+        return 0.5 * (self.pitch_min_note + self.pitch_max_note)
+
+    @property
+    def power_centre(self) -> float:
+        """Middle of the power range (dB)."""
+        return 0.5 * (self.power_min_db + self.power_max_db)
+
+
 @dataclass(frozen=True)
 class DatasetStatistics:
     """The contents of a ``dataset_statistics.pkl`` that auto-adjust needs.
@@ -190,7 +315,8 @@ class DatasetStatistics:
         mean_pitch: the dataset's mean MIDI pitch over note-on frames, which auto-octave
             moves the clip towards (see the module docstring).
         mean_pitch_field: the key it was read from (``mean_pitch`` or ``mean_pitch_note``).
-        quantile_transform: the dataset's note-on loudness distribution.
+        quantile_transform: the dataset's note-on loudness distribution (loudness in every
+            layout, also in the statistics of power models).
         extra: every other numeric top-level field as a float (``mean_pitch`` included), e.g.
             ``mean_pitch_note``, ``mean_loudness``.
         transformer_class: the pickled class path of the transformer, for reports.
@@ -202,6 +328,31 @@ class DatasetStatistics:
     mean_pitch_field: str = "mean_pitch"
     extra: dict[str, float] = field(default_factory=dict)
     transformer_class: str = ""
+
+    @property
+    def power(self) -> PowerStatistics | None:
+        """The power statistics (``ddsp-1.6`` files), or None when the file has none."""
+        return PowerStatistics.from_fields(self.extra)
+
+    @property
+    def has_power(self) -> bool:
+        """Whether the file holds power statistics (what power models' auto-adjust needs)."""
+        return self.power is not None
+
+    def model_ranges(self, source: str = "dataset_statistics.pkl") -> ModelRanges:
+        """The note-on pitch and power ranges, as ``ddsp_export`` puts them in metadata.json.
+
+        Raises:
+            StatisticsError: the file lacks them (layouts older than ``ddsp-1.6``), or they
+                are not finite or inverted.
+        """
+        try:
+            return ModelRanges.from_metadata(self.extra, source=source)
+        except StatisticsError as exc:
+            raise StatisticsError(
+                f"dataset statistics ({self.layout}) have no usable pitch and power ranges: "
+                f"{exc.message}"
+            ) from exc
 
 
 # --------------------------------------------------------------------------------------
