@@ -1,4 +1,9 @@
-"""Where checkpoints live: the shipped default, the user's folder, and lookup by name."""
+"""Where checkpoints live: the shipped default, the user's model library, and lookup by name.
+
+The model library is a per-user folder (``<user data>/ddsp-pd/checkpoints``, or
+``$DDSP_PD_MODELS_DIR``) that ``ddsp-pd models`` downloads and imports into; every model in
+it, and in the shipped folder, is usable by name wherever a checkpoint is asked for.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import platformdirs
 
 from ddsp_pd.errors import CheckpointError
 
@@ -15,33 +22,34 @@ if not SHIPPED_DIR.is_dir():  # a wheel install puts the data files under the pr
     SHIPPED_DIR = Path(sys.prefix) / "share" / "ddsp-pd" / "checkpoints"
 #: The model that renders when the caller names none.
 DEFAULT_NAME = "default"
+#: Environment variable naming the model library folder (tests, labs, portable installs).
+MODELS_DIR_ENV = "DDSP_PD_MODELS_DIR"
+_APP = "ddsp-pd"
+_MODEL_SUFFIXES = (".zip", ".tflite")
 
 
 def user_data_dir() -> Path:
-    """The per-user data folder of ddsp-pd (XDG on Linux, the usual places on macOS/Windows)."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
-    return base / "ddsp-pd"
+    """The per-user data folder of ddsp-pd (platformdirs: XDG on Linux, the usual elsewhere)."""
+    # appauthor=False: no vendor level on Windows, so the folder is %LOCALAPPDATA%\ddsp-pd.
+    return Path(platformdirs.user_data_dir(_APP, appauthor=False))
 
 
 def user_cache_dir() -> Path:
     """The per-user cache folder of ddsp-pd (renders, feature cache)."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "Temp"
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "ddsp-pd"
+    return Path(platformdirs.user_cache_dir(_APP, appauthor=False))
+
+
+def library_dir() -> Path:
+    """The model library: ``$DDSP_PD_MODELS_DIR``, else ``<user data>/checkpoints``."""
+    override = os.environ.get(MODELS_DIR_ENV, "").strip()
+    if override:
+        return Path(override).expanduser()
+    return user_data_dir() / "checkpoints"
 
 
 def default_checkpoint_dirs() -> list[Path]:
-    """The folders searched for checkpoints when none are given: shipped, then the user's."""
-    return [SHIPPED_DIR, user_data_dir() / "checkpoints"]
+    """The folders searched for checkpoints when none are given: shipped, then the library."""
+    return [SHIPPED_DIR, library_dir()]
 
 
 @dataclass(frozen=True)
@@ -52,32 +60,44 @@ class CheckpointEntry:
     path: Path
 
 
-def _is_checkpoint(path: Path) -> bool:
+def _is_checkpoint_folder(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("*.index"))
+
+
+def _is_model(path: Path) -> bool:
+    """A ddsp checkpoint folder or zip, or a DDSP-VST model (a .tflite, or a folder of one)."""
+    if path.name.startswith("."):  # the library's own .downloads/.staging, editor files
+        return False
     if path.is_dir():
-        return any(path.glob("*.index"))
-    return path.suffix.lower() == ".zip" and path.is_file()
+        return _is_checkpoint_folder(path) or any(path.glob("*.tflite"))
+    return path.suffix.lower() in _MODEL_SUFFIXES and path.is_file()
 
 
 def display_name(path: Path) -> str:
-    """A checkpoint's name: its folder's name, or a zip's stem (a ckpt file: its folder's)."""
+    """A checkpoint's name: its folder's name, or a zip's or .tflite's stem (a ckpt file: its
+    folder's)."""
     path = Path(path)
-    if path.is_file() and path.suffix.lower() != ".zip":
+    if path.suffix.lower() in _MODEL_SUFFIXES:
+        return path.stem
+    if path.is_file():
         path = path.parent
-    return path.stem if path.suffix.lower() == ".zip" else path.name
+    return path.name
 
 
 def find_checkpoints(dirs: list[Path] | None = None) -> list[CheckpointEntry]:
-    """List the checkpoints directly inside each folder (a folder itself may be one), by name."""
+    """List the models directly inside each folder (a folder itself may be one), by name."""
     found: list[CheckpointEntry] = []
     seen: set[Path] = set()
     for folder in dirs if dirs is not None else default_checkpoint_dirs():
         folder = Path(folder).expanduser()
         if not folder.is_dir():
             continue
-        candidates = [folder] if _is_checkpoint(folder) else sorted(folder.iterdir())
+        # Only a ckpt index makes the folder itself a model: a stray .tflite dropped into the
+        # library must not hide every other model in it.
+        candidates = [folder] if _is_checkpoint_folder(folder) else sorted(folder.iterdir())
         for path in candidates:
             resolved = path.resolve()
-            if resolved in seen or not _is_checkpoint(path):
+            if resolved in seen or not (path == folder or _is_model(path)):
                 continue
             seen.add(resolved)
             found.append(CheckpointEntry(name=display_name(path), path=resolved))
@@ -107,6 +127,15 @@ def resolve_checkpoint(
     for entry in find_checkpoints(dirs):
         if entry.name == str(name_or_path):
             return entry.path
-    raise CheckpointError(
-        f"checkpoint not found: '{name_or_path}' is neither a path nor a known name"
-    )
+    raise CheckpointError(_not_found(str(name_or_path)))
+
+
+def _not_found(name: str) -> str:
+    from ddsp_pd.library.published import PUBLISHED  # plain data: cheap to import
+
+    if name in PUBLISHED:
+        return (
+            f"checkpoint not found: '{name}' is a published model that is not installed; "
+            f"get it with: ddsp-pd models download {name}"
+        )
+    return f"checkpoint not found: '{name}' is neither a path nor a known name"

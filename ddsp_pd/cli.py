@@ -21,6 +21,7 @@ _COMMANDS = {
     "serve": "Run the OSC service that the Pd patch talks to.",
     "train": "Train a model on a folder of audio; write a ddsp-format checkpoint.",
     "patch": "Print where the Pd patches are.",
+    "models": "The model library: download the pretrained models, import your own.",
 }
 
 

@@ -104,9 +104,12 @@ def _weights(info: CheckpointInfo) -> str:
 @click.command(name="info")
 @click.argument("checkpoint", metavar="CHECKPOINT")
 def command(checkpoint: str) -> None:
-    """Describe CHECKPOINT (folder, .zip or ckpt-N.index): era, sizes, rates, statistics."""
+    """Describe CHECKPOINT (folder, .zip, ckpt-N.index, or a model's name in the checkpoint
+    folders and the model library): era, sizes, rates, statistics."""
+    from ddsp_pd.catalog import resolve_checkpoint
+
     try:
-        lines, problem = describe(checkpoint)
+        lines, problem = describe(resolve_checkpoint(checkpoint))
     except DdspPdError as err:
         raise click.ClickException(str(err)) from err
     for line in lines:
