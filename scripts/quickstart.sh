@@ -2,7 +2,8 @@
 # Sets up ddsp-pd and renders the shipped example with the shipped default model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DDSP_PD_SKIP_APT=${DDSP_PD_SKIP_APT:-1} bash scripts/setup.sh
+# Rendering needs no TensorFlow: only the core install (scripts/test.sh adds the extras).
+DDSP_PD_SKIP_APT=${DDSP_PD_SKIP_APT:-1} DDSP_PD_EXTRAS=${DDSP_PD_EXTRAS-} bash scripts/setup.sh
 . .venv/bin/activate
 mkdir -p out
 ddsp-pd render examples/melody.wav -o out/melody_default.wav

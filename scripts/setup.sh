@@ -28,5 +28,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null
-echo "setup: installing ddsp-pd and its dependencies (TensorFlow is large; first time takes minutes)" >&2
-python -m pip install -q -e ".[test,train,crepe]"
+# Rendering and serving need no TensorFlow; the tests (and training, CREPE) take the extras.
+extras=${DDSP_PD_EXTRAS-test,train,crepe}
+echo "setup: installing ddsp-pd${extras:+ with [$extras]} (first time takes minutes)" >&2
+python -m pip install -q -e ".${extras:+[$extras]}"
