@@ -13,6 +13,7 @@ import os
 import re
 import uuid
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -387,3 +388,255 @@ def write_wav_atomic(
     (``FLOAT``, ``PCM_16``, ``PCM_24``, ...). Raises OutputError as it does.
     """
     return write_audio_atomic(path, audio, sample_rate, format="WAV", subtype=subtype)
+
+
+# --------------------------------------------------------------------------------------
+# Blocks: reading, resampling and writing long audio a piece at a time
+# --------------------------------------------------------------------------------------
+
+
+class BlockResampler:
+    """soxr's streaming resampler (the same VHQ filter as :func:`resample`), mono float32.
+
+    Blocks pushed through :meth:`push` and then :meth:`flush`, joined, equal
+    :func:`resample` of the whole signal (soxr's one-shot and streaming paths agree sample
+    for sample). Equal rates pass blocks through unchanged.
+    """
+
+    def __init__(self, sr_in: float, sr_out: float) -> None:
+        if sr_in <= 0 or sr_out <= 0:
+            raise ValueError(f"sample rates must be positive, got {sr_in} and {sr_out}")
+        self._stream = None
+        if sr_in != sr_out:
+            self._stream = soxr.ResampleStream(
+                sr_in, sr_out, 1, dtype="float32", quality=RESAMPLE_QUALITY
+            )
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """The output now available for the next input samples (may be empty)."""
+        x = np.ascontiguousarray(block, dtype=np.float32).reshape(-1)
+        if self._stream is None:
+            return x
+        return np.asarray(self._stream.resample_chunk(x, last=False), np.float32)
+
+    def flush(self) -> np.ndarray:
+        """The output still held back at the end of the signal."""
+        if self._stream is None:
+            return np.zeros(0, np.float32)
+        out = self._stream.resample_chunk(np.zeros(0, np.float32), last=True)
+        return np.asarray(out, np.float32)
+
+
+def iter_audio_blocks(
+    path: str | os.PathLike[str], block_frames: int, *, warn: bool = True
+) -> Iterator[tuple[np.ndarray, int]]:
+    """``(frames [n, channels] float32, sample_rate)`` of a file, ``block_frames`` at a time.
+
+    The errors of :func:`read_audio`, found as the file is read (an unreadable file before
+    the first block); a truncated file warns at the start (``warn``) and is read as far as
+    it goes. Never holds more than one block.
+    """
+    p = _check_path(path)
+    if _size(p) == 0:
+        raise InputError(f"{p} is empty (0 bytes)")
+    size = max(1, int(block_frames))
+    count = 0
+    try:
+        with sf.SoundFile(str(p)) as handle:
+            rate = int(handle.samplerate)
+            declared = _declared(str(p))
+            if warn and handle.frames:
+                message = _truncation_warning(p, declared, handle.frames, rate)
+                if message is not None:
+                    warnings.warn(AudioWarning(message), stacklevel=2)
+            while True:
+                block = handle.read(size, dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    break
+                count += len(block)
+                yield block, rate
+    except _DECODE_ERRORS as err:
+        raise _not_readable(p, err) from err
+    except OSError as err:
+        raise InputError(f"cannot read {p}: {err.strerror or err}") from err
+    if count == 0:
+        _check_frames(p, declared, 0, rate)  # raises: empty, or promised audio is missing
+
+
+def iter_mono_blocks(
+    path: str | os.PathLike[str],
+    sample_rate: int,
+    block_frames: int,
+    *,
+    min_samples: int = 1,
+    warn: bool = True,
+) -> Iterator[np.ndarray]:
+    """:func:`load_audio` of ``path`` as consecutive mono float32 blocks at ``sample_rate``.
+
+    Joined, the blocks equal ``load_audio(path, sample_rate)``: channels averaged the same
+    way, rates converted with :class:`BlockResampler`. ``block_frames`` frames are read at a
+    time (at the file's rate). The same checks raise the same InputErrors, each as soon as
+    it can be known: NaN or infinite samples at their block, silence and a result shorter
+    than ``min_samples`` after the last block (a caller that must not start work on a bad
+    file reads the blocks once first).
+    """
+    name = Path(path)
+    resampler: BlockResampler | None = None
+    audible = any_frames = False
+    produced = 0
+    for frames, file_rate in iter_audio_blocks(path, block_frames, warn=warn):
+        if resampler is None:
+            resampler = BlockResampler(file_rate, sample_rate)
+        if not np.all(np.isfinite(frames)):
+            raise InputError(f"{name} contains NaN or infinite samples")
+        mono = frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1 else frames[:, 0]
+        audible = audible or bool(np.any(mono))
+        any_frames = any_frames or bool(np.any(frames))
+        out = resampler.push(mono)
+        produced += len(out)
+        if len(out):
+            yield out
+    if not audible:
+        mixed = " after mixing to mono" if any_frames else ""
+        raise InputError(f"{name} is silent (all samples are zero{mixed})")
+    assert resampler is not None
+    out = resampler.flush()
+    produced += len(out)
+    if produced < min_samples:
+        raise InputError(
+            f"{name} is too short: {produced} samples at {sample_rate} Hz, "
+            f"need at least {min_samples} (one frame)"
+        )
+    if len(out):
+        yield out
+
+
+def temporary_path(target: Path, tag: str = "") -> Path:
+    """A fresh hidden name beside ``target`` for a file that will replace it."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{tag}.tmp")
+
+
+class BlockWriter:
+    """Writes audio block by block to a new file at ``path`` (``format``/``subtype`` as for
+    :func:`write_audio_atomic`, which also names the errors); keeps the peak and the count.
+
+    Blocks with NaN or infinite samples are refused; integer and lossy subtypes are clipped
+    to [-1, 1] as :func:`write_audio_atomic` does. :meth:`close` syncs the file to disk.
+    The file is created exclusively (never over an existing one); on an error it is removed.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        sample_rate: int,
+        format: str,
+        subtype: str,
+        *,
+        shown_as: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.shown_as = Path(shown_as) if shown_as is not None else self.path
+        self.sample_rate = int(sample_rate)
+        self.clip = subtype not in ("FLOAT", "DOUBLE")
+        self.frames = 0
+        self.peak = 0.0
+        self._handle = None
+        self._sound = None
+        try:
+            fd = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+            )
+            self._handle = os.fdopen(fd, "wb")
+            self._sound = sf.SoundFile(
+                self._handle, "w", self.sample_rate, 1, subtype=subtype, format=format
+            )
+        except (OSError, sf.LibsndfileError, RuntimeError, ValueError) as err:
+            self.abort()
+            raise OutputError(f"cannot write {self.shown_as}: {_encoder_error(err)}") from err
+
+    def write(self, block: np.ndarray) -> None:
+        """Append mono samples."""
+        data = np.asarray(block, dtype=np.float32).reshape(-1)
+        if not len(data):
+            return
+        if not np.all(np.isfinite(data)):
+            self.abort()
+            raise OutputError(
+                f"cannot write {self.shown_as}: the audio contains NaN or infinite samples"
+            )
+        self.peak = max(self.peak, float(np.max(np.abs(data))))
+        if self.clip:
+            data = np.clip(data, -1.0, 1.0)
+        try:
+            self._sound.write(data)
+        except (OSError, sf.LibsndfileError, RuntimeError, ValueError) as err:
+            self.abort()
+            raise OutputError(f"cannot write {self.shown_as}: {_encoder_error(err)}") from err
+        self.frames += len(data)
+
+    def close(self) -> Path:
+        """Finish the file and sync it to disk; returns its path."""
+        try:
+            self._sound.close()
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+        except (OSError, sf.LibsndfileError, RuntimeError, ValueError) as err:
+            self.abort()
+            raise OutputError(f"cannot write {self.shown_as}: {_encoder_error(err)}") from err
+        return self.path
+
+    def abort(self) -> None:
+        """Close and remove the file (after an error, or when its result is not wanted)."""
+        for thing in (self._sound, self._handle):
+            if thing is not None:
+                with contextlib.suppress(Exception):
+                    thing.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
+
+
+def read_file_blocks(path: str | os.PathLike[str], block_frames: int) -> Iterator[np.ndarray]:
+    """The first channel of an audio file as float32 blocks of ``block_frames`` (for files
+    this program wrote; see :func:`iter_audio_blocks` for inputs)."""
+    with sf.SoundFile(str(path)) as handle:
+        while True:
+            block = handle.read(max(1, int(block_frames)), dtype="float32", always_2d=True)
+            if len(block) == 0:
+                return
+            yield block[:, 0]
+
+
+def write_blocks_atomic(
+    path: str | os.PathLike[str],
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    format: str | None = None,
+    subtype: str | None = None,
+) -> Path:
+    """:func:`write_audio_atomic` for mono audio given as consecutive blocks: the blocks go
+    to a temporary file in ``path``'s folder, synced, then renamed over ``path``; on any
+    error (or an exception from ``blocks``) the temporary file is removed and ``path`` is
+    left as it was. Returns the path written."""
+    target = Path(path)
+    format, subtype = output_format(target, format, subtype)
+    blocker = file_in_the_way(target.parent)
+    if blocker is not None:
+        raise OutputError(f"cannot write {target}: {blocker} is not a folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot write {target}: {_encoder_error(err)}") from err
+    writer = BlockWriter(temporary_path(target), sample_rate, format, subtype, shown_as=target)
+    try:
+        for block in blocks:
+            writer.write(block)
+        writer.close()
+        os.replace(writer.path, target)
+    except OSError as err:
+        writer.abort()
+        raise OutputError(f"cannot write {target}: {_encoder_error(err)}") from err
+    except BaseException:
+        writer.abort()
+        raise
+    return target

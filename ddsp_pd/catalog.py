@@ -69,7 +69,12 @@ def _is_model(path: Path) -> bool:
     if path.name.startswith("."):  # the library's own .downloads/.staging, editor files
         return False
     if path.is_dir():
-        return _is_checkpoint_folder(path) or any(path.glob("*.tflite"))
+        # ddsp_export writes NAME/tflite/NAME.tflite, with metadata and reverb IR in NAME/.
+        return (
+            _is_checkpoint_folder(path)
+            or any(path.glob("*.tflite"))
+            or any(path.glob("tflite/*.tflite"))
+        )
     return path.suffix.lower() in _MODEL_SUFFIXES and path.is_file()
 
 

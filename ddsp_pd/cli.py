@@ -19,7 +19,9 @@ _COMMANDS = {
     "render": "Render timbre transfer of one audio (or features) file.",
     "info": "Describe a checkpoint: era, sizes, rates, statistics.",
     "serve": "Run the OSC service that the Pd patch talks to.",
+    "live": "Play live: audio (or notes) in, timbre transfer out, through an audio device.",
     "train": "Train a model on a folder of audio; write a ddsp-format checkpoint.",
+    "export": "Export a VST-config checkpoint as a .tflite the DDSP-VST plugin loads.",
     "patch": "Print where the Pd patches are.",
     "models": "The model library: download the pretrained models, import your own.",
 }

@@ -1,10 +1,39 @@
 """Every size and rate of a DDSP model, read from its gin bindings and checked against
 its variables, and the ddsp era the model comes from.
 
-Supported: the ``solo_instrument`` family (``RnnFcDecoder`` -> ``Harmonic``/``Additive`` +
-``FilteredNoise`` -> ``Add`` -> trainable ``Reverb``) from ddsp 0.x, 1.x and 2.x-3.x.
-DDSP-VST models and anything with an encoder or other processors are refused with a
-message that says what is missing.
+Supported:
+
+- the ``solo_instrument`` family (``RnnFcDecoder`` -> ``Harmonic``/``Additive`` +
+  ``FilteredNoise`` -> ``Add`` -> trainable ``Reverb``) from ddsp 0.x, 1.x and 2.x-3.x;
+- DDSP-VST models, era ``"vst"`` (ddsp's ``models/vst/vst.gin``, what the Train_VST colab
+  trains): ``OnlineF0PowerPreprocessor`` -> ``RnnFcDecoder`` on ``pw_scaled`` and
+  ``f0_scaled`` -> ``Harmonic`` + ``FilteredNoise`` -> ``Add`` -> ``FilteredNoiseReverb``
+  -> ``Crop``.
+
+Anything with an encoder or other processors is refused with a message that says what is
+missing.
+
+The fields a VST config sets (all additive: solo configs keep their defaults):
+
+- ``era = "vst"``; ``level`` (a property) is ``"power"`` for it, ``"loudness"`` otherwise.
+- ``input_keys = ("pw_scaled", "f0_scaled")`` (the gin's order; stack i reads key i);
+  ``pw_scaled = power_db / ld_range_db + 1`` (``ld_range_db`` is ddsp's range_db, 80, and
+  ``min_db`` = -80 the power floor for VST configs).
+- ``power_frame_size``: ``OnlineF0PowerPreprocessor.frame_size`` (1024), the samples per
+  centred power frame; None for loudness models. ``loudness_version`` is ``"power"``:
+  computing loudness for a VST model is an error, not a silent fallback.
+- ``reverb_type``: ``"ir"`` (trainable ``Reverb``, the IR is the variable
+  ``reverb_ir_name``) or ``"filtered_noise"`` (``FilteredNoiseReverb``: the IR is
+  ``reverb_length`` samples of white noise filtered by ``exp_sigmoid(magnitudes +
+  reverb_initial_bias)``, the variable ``reverb_magnitudes_name`` of shape
+  ``[reverb_n_frames, reverb_n_filter_banks]``, with window ``reverb_window_size``).
+  ``reverb`` stays the "has a reverb" flag for both.
+- ``crop_size`` and ``crop_location`` (``Crop.frame_size``, ``Crop.crop_location``:
+  ``'back'`` drops the last ``crop_size`` samples, ``'front'`` the first, ``'mid'`` half
+  at each end); ``crop_size = 0`` means no ``Crop``.
+- ``n_samples`` is the training example's synthesis length (64320 in vst.gin: 201 frames).
+
+:meth:`ModelConfig.vst` gives vst.gin's defaults for training a fresh model.
 """
 
 from __future__ import annotations
@@ -18,7 +47,9 @@ from ddsp_pd.errors import CheckpointError
 from ddsp_pd.gin_config import GinReference, has_selector, lookup, references
 
 __all__ = [
+    "CROP_LOCATIONS",
     "ERAS",
+    "REVERB_TYPES",
     "ModelConfig",
     "config_from_gin",
     "detect_era",
@@ -27,8 +58,18 @@ __all__ = [
 
 ERAS = ("0.x", "1.x", "2.x", "vst")
 _KNOWN_OUTPUTS = ("amps", "harmonic_distribution", "noise_magnitudes")
-_KNOWN_INPUTS = ("f0_scaled", "ld_scaled")
-_PROCESSORS_OK = {"Harmonic", "Additive", "FilteredNoise", "Add", "Reverb"}
+_KNOWN_INPUTS = ("f0_scaled", "ld_scaled", "pw_scaled")
+_PROCESSORS_OK = {
+    "Harmonic",
+    "Additive",
+    "FilteredNoise",
+    "Add",
+    "Reverb",
+    "FilteredNoiseReverb",
+    "Crop",
+}
+REVERB_TYPES = ("ir", "filtered_noise")
+CROP_LOCATIONS = ("back", "front", "mid")
 
 
 @dataclass(frozen=True)
@@ -76,6 +117,27 @@ class ModelConfig:
     rnn_name: str = "decoder/rnn/rnn/cell"
     reverb_ir_name: str | None = "processor_group/reverb/ir"
     notes: tuple[str, ...] = field(default=(), compare=False)
+    # DDSP-VST (era "vst") fields; see the module docstring. Defaults keep solo models as
+    # they were.
+    power_frame_size: int | None = None
+    reverb_type: str = "ir"
+    reverb_n_frames: int = 0
+    reverb_n_filter_banks: int = 0
+    reverb_window_size: int = 257
+    reverb_initial_bias: float = -3.0
+    reverb_magnitudes_name: str | None = None
+    crop_size: int = 0
+    crop_location: str = "back"
+
+    @property
+    def level(self) -> str:
+        """The level feature the model takes: ``'power'`` (VST) or ``'loudness'``."""
+        return "power" if self.power_frame_size is not None else "loudness"
+
+    @property
+    def level_scaled_key(self) -> str:
+        """The decoder input that carries the level: ``'pw_scaled'`` or ``'ld_scaled'``."""
+        return "pw_scaled" if self.level == "power" else "ld_scaled"
 
     @property
     def n_harmonics(self) -> int:
@@ -104,6 +166,43 @@ class ModelConfig:
         _validate(config)
         return config
 
+    @classmethod
+    def vst(cls, **overrides: Any) -> ModelConfig:
+        """ddsp 3.7 ``models/vst/vst.gin`` defaults (for training a fresh DDSP-VST model)."""
+        fields: dict[str, Any] = dict(
+            era="vst",
+            sample_rate=16000,
+            frame_rate=50.0,
+            hop=320,
+            n_samples=64320,
+            time_steps=None,
+            input_keys=("pw_scaled", "f0_scaled"),
+            ch=256,
+            rnn_channels=512,
+            layers_per_stack=1,
+            amp_resample_method="linear",
+            reverb=True,
+            reverb_type="filtered_noise",
+            reverb_length=24000,
+            reverb_n_frames=500,
+            reverb_n_filter_banks=32,
+            reverb_window_size=257,
+            reverb_initial_bias=-3.0,
+            reverb_ir_name=None,
+            reverb_magnitudes_name="processor_group/reverb/magnitudes",
+            loudness_version="power",
+            ld_range_db=80.0,
+            min_db=-80.0,
+            compute_loudness=False,
+            power_frame_size=1024,
+            crop_size=320,
+            crop_location="back",
+        )
+        fields.update(overrides)
+        config = cls(**fields)
+        _validate(config)
+        return config
+
     def with_sizes(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed (validated)."""
         config = replace(self, **changes)
@@ -112,8 +211,9 @@ class ModelConfig:
 
 
 def _validate(config: ModelConfig) -> None:
-    if config.era not in ("0.x", "1.x", "2.x"):
+    if config.era not in ERAS:
         raise CheckpointError(f"unsupported ddsp era {config.era!r}")
+    _validate_vst_fields(config)
     if config.sample_rate <= 0 or config.frame_rate <= 0:
         raise CheckpointError("sample rate and frame rate must be positive")
     if abs(config.hop * config.frame_rate - config.sample_rate) > 1e-6 * config.sample_rate:
@@ -144,7 +244,7 @@ def _validate(config: ModelConfig) -> None:
         )
     if config.n_noise_bands < 2:
         raise CheckpointError("filtered noise needs at least 2 bands")
-    if config.loudness_version not in ("v1", "v3"):
+    if config.loudness_version not in ("v1", "v3", "power"):
         raise CheckpointError(f"unknown loudness version {config.loudness_version!r}")
     for name, value in (
         ("ch", config.ch),
@@ -156,6 +256,48 @@ def _validate(config: ModelConfig) -> None:
             raise CheckpointError(f"{name} must be positive, got {value}")
     if config.reverb and config.reverb_length < 1:
         raise CheckpointError("reverb_length must be positive")
+
+
+def _validate_vst_fields(config: ModelConfig) -> None:
+    """The power, FilteredNoiseReverb and Crop fields agree with each other."""
+    power = config.power_frame_size is not None
+    if power != (config.era == "vst"):
+        raise CheckpointError("power conditioning (power_frame_size) goes with era 'vst' only")
+    if power != (config.loudness_version == "power"):
+        raise CheckpointError("loudness_version 'power' goes with power_frame_size")
+    level_key = "pw_scaled" if power else "ld_scaled"
+    wrong = [k for k in config.input_keys if k not in ("f0_scaled", level_key)]
+    if wrong:
+        kind = "power (DDSP-VST)" if power else "loudness"
+        raise CheckpointError(f"decoder input {wrong[0]!r} does not fit a {kind} model")
+    if power:
+        size = config.power_frame_size
+        assert size is not None
+        if size <= 0 or size % 2 or size < config.hop:
+            raise CheckpointError(
+                f"power frame_size {size} must be even, positive and at least the hop "
+                f"({config.hop})"
+            )
+    if config.reverb_type not in REVERB_TYPES:
+        raise CheckpointError(f"reverb type {config.reverb_type!r} is not supported")
+    if config.reverb and config.reverb_type == "filtered_noise":
+        for name, value in (
+            ("FilteredNoiseReverb.n_frames", config.reverb_n_frames),
+            ("FilteredNoiseReverb.n_filter_banks", config.reverb_n_filter_banks),
+        ):
+            if value < 1:
+                raise CheckpointError(f"{name} must be positive, got {value}")
+        if config.reverb_n_filter_banks < 2:
+            raise CheckpointError("FilteredNoiseReverb needs at least 2 filter banks")
+        if not config.reverb_magnitudes_name:
+            raise CheckpointError("a FilteredNoiseReverb needs its magnitudes variable name")
+    if config.crop_size < 0:
+        raise CheckpointError(f"Crop.frame_size must not be negative, got {config.crop_size}")
+    if config.crop_location not in CROP_LOCATIONS:
+        raise CheckpointError(
+            f"Crop.crop_location {config.crop_location!r} is not supported "
+            f"(one of {', '.join(CROP_LOCATIONS)})"
+        )
 
 
 # --------------------------------------------------------------------------- era
@@ -297,10 +439,7 @@ def config_from_gin(
     """
     era = detect_era(bindings)
     if era == "vst":
-        raise CheckpointError(
-            "this is a DDSP-VST model (OnlineF0PowerPreprocessor): power conditioning, "
-            "FilteredNoiseReverb and Crop are not supported; use a solo_instrument model"
-        )
+        return _vst_config_from_gin(bindings, shapes)
     notes: list[str] = []
 
     encoder = bindings.get("Autoencoder.encoder")
@@ -315,6 +454,11 @@ def config_from_gin(
     unknown = [name for name in kinds if name not in _PROCESSORS_OK]
     if unknown:
         raise CheckpointError(f"processors {unknown} are not supported")
+    vst_only = [name for name in kinds if name in ("FilteredNoiseReverb", "Crop")]
+    if vst_only:
+        raise CheckpointError(
+            f"processors {vst_only} are supported only in DDSP-VST (power) models"
+        )
     synth = "Additive" if "Additive" in kinds else "Harmonic"
     if synth not in kinds or "FilteredNoise" not in kinds:
         raise CheckpointError("the model needs both a harmonic and a filtered-noise synthesiser")
@@ -458,6 +602,230 @@ def config_from_gin(
     )
     _validate(config)
     return config
+
+
+# ------------------------------------------------------------------- DDSP-VST
+
+
+def _decoder_checks(bindings: Mapping[str, Any]) -> None:
+    encoder = bindings.get("Autoencoder.encoder")
+    if encoder is not None:
+        raise CheckpointError(f"models with an encoder ({encoder}) are not supported")
+    decoder = bindings.get("Autoencoder.decoder")
+    if isinstance(decoder, GinReference) and decoder.short_name != "RnnFcDecoder":
+        raise CheckpointError(f"decoder {decoder} is not supported (only RnnFcDecoder)")
+
+
+def _vst_dag(bindings: Mapping[str, Any]) -> tuple[bool, bool]:
+    """Check a VST processor DAG; returns (has FilteredNoiseReverb, has Crop).
+
+    Supported: Harmonic, FilteredNoise, Add, then optionally FilteredNoiseReverb (trainable)
+    and Crop, in that order, each reading the previous step's signal.
+    """
+    dag = _dag(bindings)
+    kinds = [name for name, _ in dag]
+    unknown = [name for name in kinds if name not in _PROCESSORS_OK - {"Additive", "Reverb"}]
+    if unknown:
+        raise CheckpointError(f"processors {unknown} are not supported in a DDSP-VST model")
+    if kinds[:3] not in (
+        ["Harmonic", "FilteredNoise", "Add"],
+        ["FilteredNoise", "Harmonic", "Add"],
+    ):
+        raise CheckpointError(
+            f"DDSP-VST processors {kinds} are not supported: expected Harmonic, FilteredNoise "
+            "and Add first"
+        )
+    rest = kinds[3:]
+    if rest not in ([], ["FilteredNoiseReverb"], ["Crop"], ["FilteredNoiseReverb", "Crop"]):
+        raise CheckpointError(
+            f"DDSP-VST processors after Add {rest} are not supported "
+            "(FilteredNoiseReverb, then Crop)"
+        )
+    has_reverb = "FilteredNoiseReverb" in rest
+    if has_reverb and lookup(bindings, "FilteredNoiseReverb", "trainable", False) is not True:
+        raise CheckpointError(
+            "a non-trainable FilteredNoiseReverb (magnitudes from the decoder) is not supported"
+        )
+    return has_reverb, "Crop" in rest
+
+
+def _require(bindings: Mapping[str, Any], wanted: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The bound values of ``Class.param`` pairs; all missing ones named in one error."""
+    found = {f"{name}.{param}": lookup(bindings, name, param) for name, param in wanted}
+    missing = [key for key, value in found.items() if value is None]
+    if missing:
+        raise CheckpointError(f"DDSP-VST gin config lacks {', '.join(missing)}")
+    return found
+
+
+def _vst_config_from_gin(
+    bindings: Mapping[str, Any], shapes: Mapping[str, Sequence[int]] | None
+) -> ModelConfig:
+    """:func:`config_from_gin` for ``models/vst/vst.gin`` models (era ``'vst'``).
+
+    Every rate and size the render needs must be bound in the gin (ddsp's operative config
+    binds them all, defaults included); decoder sizes the variables imply are checked
+    against them, and a missing decoder size is taken from the variables with a note.
+    """
+    notes: list[str] = []
+    _decoder_checks(bindings)
+    has_reverb, has_crop = _vst_dag(bindings)
+    pre = "OnlineF0PowerPreprocessor"
+    wanted = [
+        (pre, "frame_rate"),
+        (pre, "frame_size"),
+        ("Harmonic", "sample_rate"),
+        ("RnnFcDecoder", "input_keys"),
+        ("RnnFcDecoder", "output_splits"),
+    ]
+    if has_reverb:
+        wanted.append(("FilteredNoiseReverb", "reverb_length"))
+    if has_crop:
+        wanted += [("Crop", "frame_size"), ("Crop", "crop_location")]
+    found = _require(bindings, wanted)
+    if str(lookup(bindings, pre, "padding", "center")) != "center":
+        raise CheckpointError(
+            f"{pre}.padding {lookup(bindings, pre, 'padding')!r} is not supported (only 'center')"
+        )
+    if lookup(bindings, pre, "compute_f0", False):
+        notes.append("the model computes f0 with CREPE itself; ddsp-pd's tracker is used instead")
+    sample_rate = int(found["Harmonic.sample_rate"])
+    frame_rate = float(found[f"{pre}.frame_rate"])
+    hop = round(sample_rate / frame_rate) if frame_rate > 0 else 0
+    if hop < 1 or abs(hop * frame_rate - sample_rate) > 1e-6 * sample_rate:
+        raise CheckpointError(
+            f"sample rate {sample_rate} is not a whole number of frames at {frame_rate:g}/s"
+        )
+    input_keys = tuple(str(k) for k in found["RnnFcDecoder.input_keys"])
+    if sorted(input_keys) != ["f0_scaled", "pw_scaled"]:
+        raise CheckpointError(
+            f"DDSP-VST decoder inputs {list(input_keys)} are not supported "
+            "(need pw_scaled and f0_scaled)"
+        )
+    output_splits = tuple(
+        (str(name), int(size)) for name, size in found["RnnFcDecoder.output_splits"]
+    )
+    for selector in ("Harmonic", "FilteredNoise", "FilteredNoiseReverb"):
+        fn = lookup(bindings, selector, "scale_fn")
+        if not _scale_fn_ok(fn):
+            raise CheckpointError(f"{selector}.scale_fn {fn} is not supported (only exp_sigmoid)")
+
+    ch = lookup(bindings, "RnnFcDecoder", "ch")
+    rnn_channels = lookup(bindings, "RnnFcDecoder", "rnn_channels")
+    layers_per_stack = lookup(bindings, "RnnFcDecoder", "layers_per_stack")
+    n_frames_rev = lookup(bindings, "FilteredNoiseReverb", "n_frames")
+    n_banks = lookup(bindings, "FilteredNoiseReverb", "n_filter_banks")
+    stack_names = tuple(f"decoder/input_stacks/{i}" for i in range(len(input_keys)))
+    rnn_name = "decoder/rnn/rnn/cell"
+    magnitudes_name = "processor_group/reverb/magnitudes" if has_reverb else None
+    if shapes is not None:
+        stack_names, rnn_name, _ = _find_layout(shapes, input_keys, None)
+        layers = _stack_layers(shapes, stack_names[0])
+        if not layers:
+            raise CheckpointError(f"checkpoint has no layers in {stack_names[0]}")
+        ch = _check("RnnFcDecoder.ch", ch, layers[0][-1], notes)
+        layers_per_stack = _check(
+            "RnnFcDecoder.layers_per_stack", layers_per_stack, len(layers), notes
+        )
+        recurrent = shapes[f"{rnn_name}/recurrent_kernel"]
+        rnn_channels = _check("RnnFcDecoder.rnn_channels", rnn_channels, recurrent[0], notes)
+        dense_out = shapes.get("decoder/dense_out/kernel")
+        if dense_out is None:
+            raise CheckpointError("checkpoint has no decoder/dense_out layer")
+        total = sum(size for _, size in output_splits)
+        if int(dense_out[-1]) != total:
+            raise CheckpointError(
+                f"gin output_splits sum to {total} but the checkpoint's dense_out has "
+                f"{dense_out[-1]} outputs"
+            )
+        if has_reverb:
+            magnitudes_name = _find_magnitudes(shapes, bindings)
+            grid = shapes[magnitudes_name]
+            if len(grid) != 2:
+                raise CheckpointError(
+                    f"reverb magnitudes {magnitudes_name} have shape {list(grid)}, "
+                    "expected [n_frames, n_filter_banks]"
+                )
+            n_frames_rev = _check("FilteredNoiseReverb.n_frames", n_frames_rev, grid[0], notes)
+            n_banks = _check("FilteredNoiseReverb.n_filter_banks", n_banks, grid[1], notes)
+        _check_all_shapes(
+            shapes, stack_names, rnn_name, int(ch), int(rnn_channels), len(input_keys)
+        )
+    missing = [
+        name
+        for name, value in (
+            ("RnnFcDecoder.ch", ch),
+            ("RnnFcDecoder.rnn_channels", rnn_channels),
+            ("RnnFcDecoder.layers_per_stack", layers_per_stack),
+            ("FilteredNoiseReverb.n_frames", n_frames_rev if has_reverb else 0),
+            ("FilteredNoiseReverb.n_filter_banks", n_banks if has_reverb else 0),
+        )
+        if value is None
+    ]
+    if missing:
+        raise CheckpointError(f"DDSP-VST gin config lacks {', '.join(missing)}")
+    n_samples = _first(
+        lookup(bindings, "Harmonic", "n_samples"), lookup(bindings, "FilteredNoise", "n_samples")
+    )
+    config = ModelConfig(
+        era="vst",
+        sample_rate=sample_rate,
+        frame_rate=frame_rate,
+        hop=hop,
+        n_samples=int(n_samples) if n_samples else None,
+        time_steps=None,
+        input_keys=input_keys,
+        ch=int(ch),
+        rnn_channels=int(rnn_channels),
+        rnn_type=str(lookup(bindings, "RnnFcDecoder", "rnn_type", "gru")),
+        layers_per_stack=int(layers_per_stack),
+        output_splits=output_splits,
+        amp_resample_method=str(lookup(bindings, "Harmonic", "amp_resample_method", "window")),
+        normalize_below_nyquist=bool(lookup(bindings, "Harmonic", "normalize_below_nyquist", True)),
+        noise_initial_bias=float(lookup(bindings, "FilteredNoise", "initial_bias", -5.0)),
+        noise_window_size=int(lookup(bindings, "FilteredNoise", "window_size", 0) or 0),
+        exp_sigmoid_exponent=float(lookup(bindings, "exp_sigmoid", "exponent", 10.0)),
+        exp_sigmoid_max_value=float(lookup(bindings, "exp_sigmoid", "max_value", 2.0)),
+        exp_sigmoid_threshold=float(lookup(bindings, "exp_sigmoid", "threshold", 1e-7)),
+        reverb=has_reverb,
+        reverb_length=int(found.get("FilteredNoiseReverb.reverb_length") or 0),
+        reverb_add_dry=bool(lookup(bindings, "FilteredNoiseReverb", "add_dry", True)),
+        loudness_version="power",
+        ld_range_db=80.0,
+        min_db=-80.0,
+        compute_loudness=False,
+        stack_names=stack_names,
+        rnn_name=rnn_name,
+        reverb_ir_name=None,
+        notes=tuple(notes),
+        power_frame_size=int(found[f"{pre}.frame_size"]),
+        reverb_type="filtered_noise",
+        reverb_n_frames=int(n_frames_rev or 0),
+        reverb_n_filter_banks=int(n_banks or 0),
+        reverb_window_size=int(lookup(bindings, "FilteredNoiseReverb", "window_size", 257)),
+        reverb_initial_bias=float(lookup(bindings, "FilteredNoiseReverb", "initial_bias", -3.0)),
+        reverb_magnitudes_name=magnitudes_name,
+        crop_size=int(found["Crop.frame_size"]) if has_crop else 0,
+        crop_location=str(found["Crop.crop_location"]) if has_crop else "back",
+    )
+    _validate(config)
+    return config
+
+
+def _find_magnitudes(shapes: Mapping[str, Sequence[int]], bindings: Mapping[str, Any]) -> str:
+    """The FilteredNoiseReverb magnitudes variable: under its gin name, else ``reverb``."""
+    names = []
+    name = lookup(bindings, "FilteredNoiseReverb", "name")
+    if isinstance(name, str) and name:
+        names.append(f"processor_group/{name}/magnitudes")
+    names.append("processor_group/reverb/magnitudes")
+    for candidate in names:
+        if candidate in shapes:
+            return candidate
+    raise CheckpointError(
+        "gin config has a FilteredNoiseReverb but the checkpoint has no reverb magnitudes "
+        f"({names[0]})"
+    )
 
 
 def _expect(shapes: Mapping[str, Sequence[int]], name: str, shape: tuple[int, ...]) -> None:

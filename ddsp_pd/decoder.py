@@ -168,6 +168,11 @@ class Decoder(tf.Module):
         kernel, bias, gamma, beta = layer
         # A scalar input times a [1, ch] kernel is a broadcast, not a matmul.
         y = x[..., tf.newaxis] * kernel[0] + bias if scalar_input else self._dense(x, kernel, bias)
+        return self._norm_act(y, gamma, beta)
+
+    @staticmethod
+    def _norm_act(y: tf.Tensor, gamma: tf.Variable, beta: tf.Variable) -> tf.Tensor:
+        """LayerNorm over the last axis, then leaky ReLU."""
         mean, var = tf.nn.moments(y, axes=[-1], keepdims=True)
         y = (y - mean) * tf.math.rsqrt(var + _LN_EPS) * gamma + beta
         return tf.nn.leaky_relu(y, alpha=_LEAK)
@@ -188,23 +193,57 @@ class Decoder(tf.Module):
         kernel, _, bias = self._gru
         return x, self._dense(x, kernel, bias[0])
 
+    def _gru_cell(self, h: tf.Tensor, xp: tf.Tensor) -> tf.Tensor:
+        """One Keras GRU step (reset_after=True): state ``[B, U]``, input projection
+        ``[B, 3U]`` -> the next state."""
+        _, recurrent, bias = self._gru
+        hp = tf.matmul(h, recurrent) + bias[1]
+        x_z, x_r, x_h = tf.split(xp, 3, axis=-1)
+        h_z, h_r, h_h = tf.split(hp, 3, axis=-1)
+        z = tf.sigmoid(x_z + h_z)
+        r = tf.sigmoid(x_r + h_r)
+        n = tf.tanh(x_h + r * h_h)
+        return z * h + (1.0 - z) * n
+
     def _gru_scan(self, x_proj: tf.Tensor) -> tf.Tensor:
         """Keras GRU (reset_after=True) from a zero state over ``x_proj`` ``[B, T, 3U]``."""
-        _, recurrent, bias = self._gru
         units = self.config.rnn_channels
         h0 = tf.zeros([tf.shape(x_proj)[0], units], dtype=x_proj.dtype)
-
-        def step(h: tf.Tensor, xp: tf.Tensor) -> tf.Tensor:
-            hp = tf.matmul(h, recurrent) + bias[1]
-            x_z, x_r, x_h = tf.split(xp, 3, axis=-1)
-            h_z, h_r, h_h = tf.split(hp, 3, axis=-1)
-            z = tf.sigmoid(x_z + h_z)
-            r = tf.sigmoid(x_r + h_r)
-            n = tf.tanh(x_h + r * h_h)
-            return z * h + (1.0 - z) * n
-
-        out = tf.scan(step, tf.transpose(x_proj, [1, 0, 2]), initializer=h0)
+        out = tf.scan(self._gru_cell, tf.transpose(x_proj, [1, 0, 2]), initializer=h0)
         return tf.transpose(out, [1, 0, 2])
+
+    def step(self, state: tf.Tensor, *inputs: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        """One frame from GRU state ``state`` ``[B, U]``: inputs ``[B, 1]`` per input key (in
+        order) -> raw outputs ``{name: [B, 1, size]}`` and the state after the frame.
+
+        No loop and no dynamic shapes: what a streaming export (one call per frame, the
+        state carried by the caller, as ddsp's ``stateless`` decoder) needs.
+        """
+        if len(inputs) != len(self.config.input_keys):
+            raise ValueError(
+                f"expected {len(self.config.input_keys)} inputs {self.config.input_keys}"
+            )
+        stacks = []
+        for x, stack in zip(inputs, self._stacks, strict=True):
+            y = tf.reshape(tf.cast(x, tf.float32), [-1, 1])
+            for i, (layer_kernel, layer_bias, gamma, beta) in enumerate(stack):
+                # The first layer's [1, ch] kernel times a scalar is a broadcast.
+                y = y * layer_kernel[0] if i == 0 else tf.matmul(y, layer_kernel)
+                y = self._norm_act(y + layer_bias, gamma, beta)
+            stacks.append(y)
+        x = tf.concat(stacks, axis=-1)  # [B, n * ch]
+        kernel, _, bias = self._gru
+        h = self._gru_cell(tf.convert_to_tensor(state, tf.float32), tf.matmul(x, kernel) + bias[0])
+        y = tf.concat([x, h], axis=-1)
+        for layer_kernel, layer_bias, gamma, beta in self._out_stack:
+            y = self._norm_act(tf.matmul(y, layer_kernel) + layer_bias, gamma, beta)
+        y = tf.matmul(y, self._dense_out[0]) + self._dense_out[1]
+        sizes = [size for _, size in self.config.output_splits]
+        parts = tf.split(y[:, tf.newaxis], sizes, axis=-1)
+        outputs = {
+            name: part for (name, _), part in zip(self.config.output_splits, parts, strict=True)
+        }
+        return outputs, h
 
     def _gru_numpy(self, x_proj: np.ndarray, h0: np.ndarray | None = None) -> np.ndarray:
         """The same recurrence as :meth:`_gru_scan` in numpy, for inference.

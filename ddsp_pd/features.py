@@ -308,6 +308,23 @@ def save_features_npz(path: str | os.PathLike[str], features: Features) -> Path:
     return target
 
 
+#: Inputs longer than this (seconds) are analysed block by block by
+#: :meth:`FeatureCache.features` (and rendered so by :mod:`ddsp_pd.longform`).
+LONG_INPUT_SECONDS = 120.0
+
+
+def _file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read a megabyte at a time (InputError as read_bytes)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror or err}") from err
+    return digest.hexdigest()
+
+
 class FeatureCache:
     """Features of input files keyed by their content, in memory (LRU) and optionally on disk.
 
@@ -414,6 +431,81 @@ class FeatureCache:
                 self._items.popitem(last=False)
         return features, audio
 
+    def features(
+        self,
+        path: str | os.PathLike[str],
+        sample_rate: int,
+        hop: int,
+        loudness_version: str,
+        tracker: PitchTracker | str = DEFAULT_TRACKER,
+        *,
+        level: Level = "loudness",
+        power_frame_size: int | None = None,
+        long_seconds: float = LONG_INPUT_SECONDS,
+    ) -> Features:
+        """Features of the file at ``path`` (the arguments of :meth:`get`), in bounded memory.
+
+        Inputs up to ``long_seconds`` go through :meth:`get`; longer ones are hashed and
+        analysed block by block (:mod:`ddsp_pd.blockwise_features`) and only their features
+        are kept, in memory and on disk. Raises InputError as :meth:`get` does.
+        """
+        from ddsp_pd.audio_io import probe_audio
+
+        info = probe_audio(path)
+        if info.frames / info.sample_rate <= long_seconds:
+            return self.get(
+                path,
+                sample_rate,
+                hop,
+                loudness_version,
+                tracker,
+                level=level,
+                power_frame_size=power_frame_size,
+            )[0]
+        from ddsp_pd.blockwise_features import file_features
+
+        tracker = _resolve(tracker)
+        if _check_level(level) == "power" and power_frame_size is None:
+            raise ValueError("power features need power_frame_size (the model's frame_size)")
+        key = self.key(
+            _file_sha256(path),
+            sample_rate,
+            hop,
+            loudness_version,
+            tracker.name,
+            level=level,
+            power_frame_size=power_frame_size,
+        )
+        memory_key = f"blocks:{key}"  # never returned by get(), which promises the audio
+        with self._lock:
+            if memory_key in self._items:
+                self._items.move_to_end(memory_key)
+                self.hits += 1
+                return self._items[memory_key][0]
+        features = self._load_disk(key, sample_rate / hop, None, level)
+        with self._lock:
+            if features is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+        if features is None:
+            features = file_features(
+                path,
+                sample_rate,
+                hop,
+                loudness_version,
+                tracker,
+                level=level,
+                power_frame_size=power_frame_size,
+            )
+            self._save_disk(key, features)
+        with self._lock:
+            self._items[memory_key] = (features, np.zeros(0, np.float32))
+            self._items.move_to_end(memory_key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+        return features
+
     def clear(self) -> None:
         """Forget the in-memory entries (the disk cache stays)."""
         with self._lock:
@@ -423,7 +515,7 @@ class FeatureCache:
         return self.cache_dir / f"{key}.npz" if self.cache_dir is not None else None
 
     def _load_disk(
-        self, key: str, frame_rate: float, n_frames: int, level: Level = "loudness"
+        self, key: str, frame_rate: float, n_frames: int | None, level: Level = "loudness"
     ) -> Features | None:
         path = self._disk_path(key)
         if path is None or not path.is_file():
@@ -433,7 +525,7 @@ class FeatureCache:
         except InputError as err:
             log.warning("ignoring a bad feature cache entry: %s", err)
             return None
-        return features if features.n_frames == n_frames else None
+        return features if n_frames is None or features.n_frames == n_frames else None
 
     def _save_disk(self, key: str, features: Features) -> None:
         path = self._disk_path(key)

@@ -4,6 +4,12 @@
 ddsp's names for training. Rendering uses :class:`ddsp_pd.inference.InferenceModel`
 (numpy, no TensorFlow); ``DdspModel.render(f0_hz, loudness_db, seed)`` computes the same
 audio in TensorFlow (the same noise for the same seed), which the tests compare.
+
+DDSP-VST configs (era ``"vst"``, ddsp's ``vst.gin``) take power instead of loudness
+(``pw_scaled = power_db / 80 + 1``, the same formula), end in a ``FilteredNoiseReverb``
+(a trainable ``[n_frames, bands]`` magnitude grid that filters fresh white noise into the
+impulse response on every call, as ddsp does) and a ``Crop`` of the last samples; for them
+the "loudness" arguments below carry power in dB.
 """
 
 from __future__ import annotations
@@ -91,7 +97,15 @@ class DdspModel:
         self.phase_mode = phase_mode
         self.decoder = Decoder(config, variables, seed=seed)
         self.reverb_ir: tf.Variable | None = None
-        if config.reverb:
+        self.reverb_magnitudes: tf.Variable | None = None
+        if config.reverb and config.reverb_type == "filtered_noise":
+            self._reverb_name = config.reverb_magnitudes_name or "processor_group/reverb/magnitudes"
+            self.reverb_magnitudes = tf.Variable(
+                self._initial_magnitudes(config, variables, seed),
+                trainable=True,
+                name="reverb_magnitudes",
+            )
+        elif config.reverb:
             name = config.reverb_ir_name or "processor_group/reverb/ir"
             if variables is not None:
                 if name not in variables:
@@ -128,21 +142,47 @@ class DdspModel:
             ],
         )
         self._reverb_fn = tf.function(self._reverb, input_signature=[audio_spec])
+        self._noise_reverb_fn = tf.function(
+            self._reverb, input_signature=[audio_spec, tf.TensorSpec([None], tf.float32)]
+        )
+
+    @staticmethod
+    def _initial_magnitudes(
+        config: ModelConfig, variables: Mapping[str, np.ndarray] | None, seed: int | None
+    ) -> np.ndarray:
+        shape = (config.reverb_n_frames, config.reverb_n_filter_banks)
+        name = config.reverb_magnitudes_name or "processor_group/reverb/magnitudes"
+        if variables is None:
+            # ddsp initialises FilteredNoiseReverb's grid with normal noise of std 1e-2.
+            rng = np.random.default_rng(None if seed is None else seed + 1)
+            return (rng.standard_normal(shape) * 1e-2).astype(np.float32)
+        if name not in variables:
+            raise CheckpointError(f"checkpoint lacks the reverb magnitudes {name}")
+        value = np.asarray(variables[name], np.float32)
+        if value.shape != shape:
+            raise CheckpointError(
+                f"reverb magnitudes have shape {list(value.shape)}, the config says {list(shape)}"
+            )
+        return value
 
     # ------------------------------------------------------------ variables
     @property
+    def _reverb_variable(self) -> tf.Variable | None:
+        return self.reverb_ir if self.reverb_ir is not None else self.reverb_magnitudes
+
+    @property
     def trainable_variables(self) -> list[tf.Variable]:
-        """Decoder weights and the reverb impulse response."""
+        """Decoder weights and the reverb's (impulse response, or FilteredNoiseReverb grid)."""
         out = list(self.decoder.ddsp_variables().values())
-        if self.reverb_ir is not None:
-            out.append(self.reverb_ir)
+        if self._reverb_variable is not None:
+            out.append(self._reverb_variable)
         return out
 
     def ddsp_variables(self) -> dict[str, tf.Variable]:
         """``{ddsp name: tf.Variable}`` for every model variable (checkpoint names)."""
         out = self.decoder.ddsp_variables()
-        if self.reverb_ir is not None:
-            out[self._reverb_name] = self.reverb_ir
+        if self._reverb_variable is not None:
+            out[self._reverb_name] = self._reverb_variable
         return out
 
     @property
@@ -153,16 +193,22 @@ class DdspModel:
     # ------------------------------------------------------------ stages
     def preprocess(self, f0_hz: Any, loudness_db: Any) -> tuple[tf.Tensor, tf.Tensor]:
         """``(f0_scaled, ld_scaled)``: MIDI / 127 and ``ld / range + 1`` (range 120 dB for
-        0.x and 1.x models, 80 dB from 2.0)."""
+        0.x and 1.x models, 80 dB from 2.0 and for power, ``pw_scaled``, of VST models)."""
         f0_scaled = synth.hz_to_midi(f0_hz) / _F0_RANGE
         ld = tf.convert_to_tensor(loudness_db, tf.float32)
         ld_scaled = ld / self.config.ld_range_db + 1.0
         return f0_scaled, ld_scaled
 
+    def _scaled(self, f0_scaled: Any, level_scaled: Any) -> list[Any]:
+        """The decoder's inputs in ``input_keys`` order (the level is ``ld_scaled`` or,
+        for VST models, ``pw_scaled``)."""
+        scaled = {"f0_scaled": f0_scaled, self.config.level_scaled_key: level_scaled}
+        return [scaled[key] for key in self.config.input_keys]
+
     def decode(self, f0_scaled: Any, ld_scaled: Any) -> dict[str, tf.Tensor]:
         """Raw decoder outputs ``{name: [B, T, size]}`` (inference path)."""
-        scaled = {"f0_scaled": f0_scaled, "ld_scaled": ld_scaled}
-        return self.decoder.decode({key: scaled[key] for key in self.config.input_keys})
+        args = self._scaled(f0_scaled, ld_scaled)
+        return self.decoder.decode(dict(zip(self.config.input_keys, args, strict=True)))
 
     def controls(self, raw: Mapping[str, tf.Tensor], f0_hz: Any) -> dict[str, tf.Tensor]:
         """Scaled synthesiser controls from raw decoder outputs."""
@@ -232,8 +278,28 @@ class DdspModel:
             )
         return tf.concat(pieces, axis=1) if len(pieces) > 1 else pieces[0]
 
-    def _reverb(self, dry: tf.Tensor) -> tf.Tensor:
-        return synth.apply_reverb(dry, self.reverb_ir, self.config.reverb_add_dry)
+    def _reverb(self, dry: tf.Tensor, ir_noise: tf.Tensor | None = None) -> tf.Tensor:
+        return synth.apply_reverb(dry, self.impulse_response(ir_noise), self.config.reverb_add_dry)
+
+    def impulse_response(self, ir_noise: Any | None = None) -> tf.Tensor:
+        """The reverb's IR ``[L]``: the trainable one, or a ``FilteredNoiseReverb``'s made
+        from ``ir_noise`` ``[L]`` (needed for those)."""
+        if self.reverb_ir is not None:
+            return self.reverb_ir
+        if self.reverb_magnitudes is None:
+            raise ValueError("this model has no reverb")
+        if ir_noise is None:
+            raise ValueError("a FilteredNoiseReverb needs the noise of its impulse response")
+        c = self.config
+        noise = tf.reshape(tf.convert_to_tensor(ir_noise, tf.float32), [1, c.reverb_length])
+        ir = synth.noise_reverb_ir(
+            self.reverb_magnitudes, noise, c.reverb_initial_bias, c.reverb_window_size,
+            c.exp_sigmoid_exponent, c.exp_sigmoid_max_value, c.exp_sigmoid_threshold,
+        )  # fmt: skip
+        return ir[0]
+
+    def _crop(self, audio: tf.Tensor) -> tf.Tensor:
+        return synth.crop(audio, self.config.crop_size, self.config.crop_location)
 
     def synthesize(
         self,
@@ -241,9 +307,12 @@ class DdspModel:
         f0_hz: Any,
         seed: int = 0,
         noise: Any | None = None,
+        ir_noise: Any | None = None,
     ) -> dict[str, tf.Tensor]:
         """Signals ``[B, N]`` from scaled controls: harmonic, white and filtered noise,
-        dry (their sum) and, when the model has a reverb, reverb (the output)."""
+        dry (their sum) and, when the model has a reverb, reverb; ``audio`` is the output
+        (cropped for VST models). A ``FilteredNoiseReverb``'s IR is made from ``ir_noise``
+        ``[L]`` if given, else from noise drawn from ``seed`` as the numpy path draws it."""
         f0 = tf.convert_to_tensor(f0_hz, tf.float32)
         if f0.shape.rank == 3:
             f0 = f0[..., 0]
@@ -274,6 +343,13 @@ class DdspModel:
         }
         if self.reverb_ir is not None:
             out["reverb_signal"] = self._reverb_fn(dry)
+        elif self.reverb_magnitudes is not None:
+            if ir_noise is None:
+                ir_noise = inference_synth.reverb_noise(self.config.reverb_length, seed)
+            ir_noise = tf.reshape(tf.convert_to_tensor(np.asarray(ir_noise, np.float32)), [-1])
+            out["reverb_ir"] = self.impulse_response(ir_noise)
+            out["reverb_signal"] = self._noise_reverb_fn(dry, ir_noise)
+        out["audio"] = self._crop(out.get("reverb_signal", dry))
         return out
 
     # ------------------------------------------------------------ end to end
@@ -287,9 +363,10 @@ class DdspModel:
     ) -> np.ndarray | tuple[np.ndarray, dict[str, np.ndarray]]:
         """Audio at ``config.sample_rate`` for frame features at ``config.frame_rate``.
 
-        ``f0_hz`` (0 = unvoiced) and ``loudness_db`` are ``[T]`` (or ``[B, T]``) of equal
-        length; the output has ``T * hop`` samples. The filtered noise uses ``noise`` if
-        given (``[T * hop]``), else uniform noise drawn from ``seed`` (deterministic).
+        ``f0_hz`` (0 = unvoiced) and ``loudness_db`` (power for VST models) are ``[T]``
+        (or ``[B, T]``) of equal length; the output has ``T * hop`` samples (less the crop
+        of VST models). The filtered noise uses ``noise`` if given (``[T * hop]``), else
+        uniform noise drawn from ``seed`` (deterministic), as does a FilteredNoiseReverb.
         With ``return_intermediates`` also returns every stage under the names in
         :data:`INTERMEDIATE_NAMES` (batch axis dropped for 1-D input).
         """
@@ -305,7 +382,7 @@ class DdspModel:
         raw = self.decode(f0_scaled, ld_scaled)
         controls = self.controls(raw, f0)
         signals = self.synthesize(controls, f0, seed=seed, noise=noise)
-        audio = signals.get("reverb_signal", signals["dry_signal"]).numpy()
+        audio = signals["audio"].numpy()
         audio = audio[0] if squeeze else audio
         if not return_intermediates:
             return audio
@@ -320,15 +397,20 @@ class DdspModel:
         return audio, result
 
     def __call__(
-        self, f0_hz: tf.Tensor, loudness_db: tf.Tensor, noise: tf.Tensor
+        self,
+        f0_hz: tf.Tensor,
+        loudness_db: tf.Tensor,
+        noise: tf.Tensor,
+        ir_noise: tf.Tensor | None = None,
     ) -> dict[str, tf.Tensor]:
-        """Differentiable forward pass for training: ``[B, T]`` features and ``[B, T * hop]``
-        noise -> dict with ``audio`` (the model output) and every intermediate signal."""
+        """Differentiable forward pass for training: ``[B, T]`` features (loudness, or power
+        for VST models), ``[B, T * hop]`` noise and, for a FilteredNoiseReverb, the ``[L]``
+        noise of its IR -> dict with ``audio`` (the model output, cropped for VST models)
+        and every intermediate signal."""
         c = self.config
         f0 = tf.convert_to_tensor(f0_hz, tf.float32)
         f0_scaled, ld_scaled = self.preprocess(f0, loudness_db)
-        scaled = {"f0_scaled": f0_scaled, "ld_scaled": ld_scaled}
-        raw = self.decoder(*[scaled[key] for key in c.input_keys])
+        raw = self.decoder(*self._scaled(f0_scaled, ld_scaled))
         controls = self.controls(raw, f0)
         harmonic = synth.harmonic_synth(
             controls["harmonic_amplitudes"],
@@ -346,7 +428,7 @@ class DdspModel:
         out = dict(controls)
         out.update({f"raw_{k}": v for k, v in raw.items()})
         out.update(harmonic_signal=harmonic, filtered_noise_signal=filtered, dry_signal=dry)
-        if self.reverb_ir is not None:
-            out["reverb_signal"] = self._reverb(dry)
-        out["audio"] = out.get("reverb_signal", dry)
+        if self._reverb_variable is not None:
+            out["reverb_signal"] = self._reverb(dry, ir_noise)
+        out["audio"] = self._crop(out.get("reverb_signal", dry))
         return out

@@ -118,22 +118,55 @@ class PraatTracker:
         # keeps them (see docs/pitch.md).
         self.praat_options = {"silence_threshold": silence_threshold, **praat_options}
 
+    def pad_samples(self, sample_rate: int) -> int:
+        """Silence added at each end of a clip before analysis: one AC window of three
+        periods of the pitch floor."""
+        return int(np.ceil(3.0 / self.pitch_floor * sample_rate))
+
+    @property
+    def window_s(self) -> float:
+        """Praat's analysis window: three periods of the floor (six with ``very_accurate``)."""
+        periods = 6.0 if self.praat_options.get("very_accurate") else 3.0
+        return periods / self.pitch_floor
+
     def analyse(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, ...]:
         """Praat's track at its own step: ``(times_s, f0_hz with 0 = unvoiced, confidence)``."""
+        pad = self.pad_samples(sample_rate)
+        times, f0, confidence = self.analyse_sound(
+            np.pad(audio.astype(np.float64), (pad, pad)), sample_rate
+        )
+        return times - pad / sample_rate, f0, confidence
+
+    def analyse_sound(
+        self,
+        samples: np.ndarray,
+        sample_rate: int,
+        start_time: float = 0.0,
+        silence_scale: float = 1.0,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Praat's track of ``samples`` (float64, used as given) whose first sample starts
+        at ``start_time``: ``(times_s, f0_hz with 0 = unvoiced, confidence)``.
+
+        ``silence_scale`` multiplies the silence threshold. Praat compares every frame's
+        peak with the threshold times the whole sound's peak (and uses nothing else of
+        that peak), so a part of a clip analysed with ``scale = clip peak / part peak``
+        sees the clip's threshold (see :mod:`ddsp_pd.blockwise_features`).
+        """
         import parselmouth
 
-        # Praat's AC window is three periods of the pitch floor; pad one window each side.
-        pad = int(np.ceil(3.0 / self.pitch_floor * sample_rate))
-        sound = parselmouth.Sound(np.pad(audio.astype(np.float64), (pad, pad)), sample_rate)
+        sound = parselmouth.Sound(samples, sample_rate, start_time)
         ceiling = min(self.pitch_ceiling, 0.5 * sample_rate)
+        options = dict(self.praat_options)
+        if silence_scale != 1.0:
+            options["silence_threshold"] = options["silence_threshold"] * silence_scale
         pitch = sound.to_pitch_ac(
             time_step=self.step_s,
             pitch_floor=self.pitch_floor,
             pitch_ceiling=ceiling,
-            **self.praat_options,
+            **options,
         )
         selected = pitch.selected_array
-        times = np.asarray(pitch.xs(), dtype=np.float64) - pad / sample_rate
+        times = np.asarray(pitch.xs(), dtype=np.float64)
         f0 = np.asarray(selected["frequency"], dtype=np.float64)
         confidence = np.where(f0 > 0, np.clip(selected["strength"], 0.0, 1.0), 0.0)
         return times, f0, confidence
@@ -149,6 +182,23 @@ class PraatTracker:
         if len(times) == 0:
             return np.zeros(n_frames, np.float32), np.zeros(n_frames, np.float32)
         return to_frames(times, f0, confidence, frame_rate, n_frames)
+
+
+def praat_frame_grid(
+    n_samples: int, sample_rate: float, window_s: float, step_s: float, start_time: float = 0.0
+) -> tuple[int, float]:
+    """``(n_frames, first_time)`` of Praat's short-term analysis of a sound of ``n_samples``
+    starting at ``start_time``: as many frames of ``window_s`` every ``step_s`` as fit,
+    placed symmetrically in the sound (Praat's ``Sampled_shortTermAnalysis``).
+    Frame k is centred on ``first_time + k * step_s``; 0 frames when the window does not fit.
+    """
+    dx = 1.0 / sample_rate
+    duration = dx * n_samples
+    if window_s > duration:
+        return 0, start_time + 0.5 * duration
+    n_frames = int(np.floor((duration - window_s) / step_s)) + 1
+    middle = start_time + 0.5 * duration
+    return n_frames, middle - 0.5 * n_frames * step_s + 0.5 * step_s
 
 
 CREPE_SAMPLE_RATE = 16000

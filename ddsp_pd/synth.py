@@ -26,6 +26,7 @@ import tensorflow as tf
 __all__ = [
     "PHASE_MODES",
     "apply_reverb",
+    "crop",
     "exp_sigmoid",
     "fft_convolve",
     "filtered_noise",
@@ -36,6 +37,7 @@ __all__ = [
     "harmonic_synth",
     "hz_to_midi",
     "noise_magnitudes",
+    "noise_reverb_ir",
     "remove_above_nyquist",
     "upsample_linear",
     "upsample_window",
@@ -371,3 +373,47 @@ def apply_reverb(audio: tf.Tensor, ir: tf.Tensor, add_dry: bool = True) -> tf.Te
     wet = tf.signal.irfft(tf.signal.rfft(audio, fft_size) * tf.signal.rfft(ir, fft_size), fft_size)
     wet = wet[:, :n]
     return wet + audio if add_dry else wet
+
+
+def noise_reverb_ir(
+    magnitudes: tf.Tensor,
+    noise: tf.Tensor,
+    initial_bias: float = -3.0,
+    window_size: int = 257,
+    exponent: float = 10.0,
+    max_value: float = 2.0,
+    threshold: float = 1e-7,
+) -> tf.Tensor:
+    """ddsp's ``FilteredNoiseReverb`` impulse response: ``noise`` ``[B, L]`` filtered, as
+    ``FilteredNoise`` filters it, by ``exp_sigmoid(magnitudes + initial_bias)``
+    (``magnitudes`` ``[frames, bands]``, the trainable grid, one for the batch).
+
+    Frames are ``ceil(L / frames)`` samples, the last one zero-padded and cropped, as
+    ddsp's ``fft_convolve`` cuts them. Differentiable in ``magnitudes``.
+    """
+    noise = tf.convert_to_tensor(noise, tf.float32)
+    length = int(noise.shape[-1])
+    frames = int(magnitudes.shape[0])
+    hop = -(-length // frames)
+    scaled = exp_sigmoid(tf.convert_to_tensor(magnitudes) + initial_bias, exponent, max_value,
+                         threshold)  # fmt: skip
+    batch = tf.shape(noise)[0]
+    scaled = tf.tile(scaled[tf.newaxis], [batch, 1, 1])
+    padded = tf.pad(noise, [[0, 0], [0, frames * hop - length]])
+    return filtered_noise(scaled, padded, hop, window_size)[:, :length]
+
+
+def crop(audio: tf.Tensor, size: int, location: str = "back") -> tf.Tensor:
+    """ddsp's ``Crop``: drop ``2 * (size // 2)`` samples of ``audio`` ``[B, N]`` at the
+    ``'back'``, the ``'front'``, or half at each end (``'center'``; ``'mid'`` is taken
+    as the same)."""
+    pad = 2 * (int(size) // 2)
+    if pad == 0:
+        return audio
+    if location == "back":
+        return audio[:, :-pad]
+    if location == "front":
+        return audio[:, pad:]
+    if location in ("center", "mid"):
+        return audio[:, pad // 2 : -(pad // 2)]
+    raise ValueError(f"unknown crop location {location!r}")

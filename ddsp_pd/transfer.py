@@ -1,8 +1,15 @@
 """One timbre-transfer render, end to end, and the warm :class:`Engine` that caches its parts.
 
-audio file -> features -> adjusted controls -> model -> audio at the caller's rate.
-The engine keeps loaded models (with their statistics) and extracted features between renders;
-everything it calls is a pure function of its inputs.
+audio file -> features -> adjusted controls -> model -> synthesizer controls -> audio at the
+caller's rate. The engine keeps loaded models (with their statistics) and extracted features
+between renders; everything it calls is a pure function of its inputs.
+
+Every model kind goes the same way (:class:`ddsp_pd.kinds.controls.ControlModel`): a ddsp
+solo checkpoint, a DDSP-VST-config checkpoint or a DDSP-VST ``.tflite``. The kind's
+``level`` picks the features (loudness or power) and the controls (:func:`apply_controls`
+with the dataset statistics, or :func:`apply_power_controls` with the model's note-on
+ranges); its ``synth_controls`` gives the synthesizer controls, and
+:mod:`ddsp_pd.inference.synthesis` renders them, the same for every kind.
 """
 
 from __future__ import annotations
@@ -12,21 +19,29 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
 from ddsp_pd.audio_io import resample
 from ddsp_pd.catalog import display_name, resolve_checkpoint
-from ddsp_pd.checkpoint import Checkpoint, load_checkpoint
-from ddsp_pd.controls import AdjustedControls, ControlSettings, apply_controls
+from ddsp_pd.checkpoint import Checkpoint
+from ddsp_pd.controls import (
+    AdjustedControls,
+    ControlSettings,
+    apply_controls,
+    apply_power_controls,
+)
 from ddsp_pd.errors import CancelledError, ControlError, InputError, StatisticsError
 from ddsp_pd.features import FeatureCache, Features, load_features_npz
-from ddsp_pd.inference import InferenceModel, ModelControls
+from ddsp_pd.inference import ModelControls, synthesis
 from ddsp_pd.inference import kernels as inference_kernels
-from ddsp_pd.statistics import DatasetStatistics, load_statistics
+from ddsp_pd.kinds.controls import SynthControls
+from ddsp_pd.kinds.loader import open_model
+from ddsp_pd.statistics import DatasetStatistics, ModelRanges, load_statistics
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +76,52 @@ class RenderSettings:
 
 @dataclass
 class LoadedModel:
-    """A checkpoint loaded once: the model, and its statistics or why there are none."""
+    """A model loaded once, of any kind, and what auto-adjust can use or why nothing.
 
-    checkpoint: Checkpoint
-    model: InferenceModel
+    ``model`` fits :class:`ddsp_pd.kinds.controls.ControlModel` (an
+    :class:`~ddsp_pd.inference.InferenceModel` for checkpoints, a
+    :class:`~ddsp_pd.kinds.tflite.TfliteModel` for ``.tflite`` files); ``checkpoint`` is
+    the ddsp checkpoint (None for a ``.tflite``). Loudness models adjust with
+    ``statistics``; power models with ``ranges`` (:class:`ModelRanges`, from the
+    statistics of a VST checkpoint or a ``.tflite``'s metadata). ``statistics_problem``
+    says why the one needed is None.
+    """
+
+    checkpoint: Checkpoint | None
+    model: Any
     statistics: DatasetStatistics | None
     statistics_problem: str | None
+    ranges: ModelRanges | None = None
+    path: Path | None = None
 
     @property
     def name(self) -> str:
-        """The checkpoint's display name, as the checkpoint folders list it."""
-        return display_name(self.checkpoint.path)
+        """The model's display name, as the checkpoint folders list it."""
+        where = self.path if self.path is not None else self.checkpoint.path
+        return display_name(where)
+
+    @property
+    def kind(self) -> str:
+        """``"solo"``, ``"vst"`` or ``"tflite"``."""
+        return str(self.model.kind)
+
+    @property
+    def era(self) -> str:
+        """The ddsp era of a checkpoint (``"2.x"``, ``"vst"``, ...), ``"tflite"`` for a
+        plugin model: what ``/ddsp/loaded`` reports."""
+        return str(self.model.era)
+
+    @property
+    def level(self) -> str:
+        """The level the model takes: ``"loudness"`` or ``"power"``."""
+        return str(self.model.level)
+
+    def close(self) -> None:
+        """Remove a zip checkpoint's extracted files (the weights stay in memory). A
+        ``.tflite``'s interpreter is left to be freed with the model, so that a render
+        still running with an evicted model finishes."""
+        if self.checkpoint is not None:
+            self.checkpoint.close()
 
 
 @dataclass
@@ -83,6 +133,8 @@ class RenderResult:
     features: Features
     adjusted: AdjustedControls
     gain_db: float
+    #: The frame-rate synthesizer controls, when the render was asked to keep them.
+    controls: SynthControls | None = None
 
 
 def normalize_peak(
@@ -111,14 +163,38 @@ def _load_statistics(checkpoint: Checkpoint) -> tuple[DatasetStatistics | None, 
         return None, f"dataset_statistics.pkl unusable: {exc}"
 
 
-def _warm_up(model: InferenceModel) -> None:
+def _model_ranges(
+    model: Any, statistics: DatasetStatistics | None, problem: str | None
+) -> tuple[ModelRanges | None, str | None]:
+    """A power model's note-on ranges: a ``.tflite``'s metadata, else the statistics'."""
+    metadata = getattr(model, "metadata", None)
+    if metadata is not None:
+        pitch, power = metadata.pitch_note_range, metadata.power_note_range
+        if pitch is None or power is None:
+            return None, "the model's metadata.json has no pitch and power note ranges"
+        try:
+            return ModelRanges(*pitch, *power, source="metadata.json"), None
+        except StatisticsError as exc:
+            return None, f"metadata.json ranges unusable: {exc}"
+    if statistics is None:
+        return None, problem
+    try:
+        return statistics.model_ranges(), None
+    except StatisticsError as exc:
+        return None, str(exc)
+
+
+def _warm_up(model: Any) -> None:
     """Render one second of a quiet tone, so that the first render a user asks for finds
     every kernel loaded (numba's, from its on-disk cache) and every buffer size seen."""
-    frames = int(model.config.frame_rate)
-    model.render(np.full(frames, 220.0, np.float32), np.full(frames, -60.0, np.float32))
+    frames = max(2, int(model.frame_rate))
+    for _ in model.render_blocks(
+        np.full(frames, 220.0, np.float32), np.full(frames, -60.0, np.float32)
+    ):
+        pass
 
 
-def _features_key(path: Path, model: InferenceModel, f0_hz: np.ndarray, ld: np.ndarray) -> tuple:
+def _features_key(path: Path, model: Any, f0_hz: np.ndarray, ld: np.ndarray) -> tuple:
     """What the decoder's output depends on: the model (this very object: a checkpoint
     reloaded from the same path may hold new weights) and its two input curves."""
     digest = hashlib.blake2b(digest_size=16)
@@ -126,7 +202,7 @@ def _features_key(path: Path, model: InferenceModel, f0_hz: np.ndarray, ld: np.n
         arr = np.ascontiguousarray(arr, np.float32)
         digest.update(str(arr.shape).encode())
         digest.update(arr.tobytes())
-    return (path, model.serial, model.phase_mode, digest.hexdigest())
+    return (path, model.serial, getattr(model, "phase_mode", "accurate"), digest.hexdigest())
 
 
 class Engine:
@@ -173,55 +249,80 @@ class Engine:
         adjusted: AdjustedControls,
         seed: int,
         should_stop: StopFn | None,
+        kept: list[SynthControls] | None = None,
     ) -> np.ndarray:
         """A long clip block by block: the model's memory stays that of one block (the
-        result itself is the only full-length array), and nothing is cached."""
+        result itself is the only full-length array), and nothing is cached. ``kept``
+        collects each block's controls when given."""
         model = loaded.model
         n_frames = len(adjusted.f0_hz)
-        audio = np.empty(n_frames * model.config.hop, np.float32)
+        audio = np.empty(model.synth.output_samples(n_frames), np.float32)
         filled = 0
         pieces = model.render_blocks(
-            adjusted.f0_hz, adjusted.loudness_db, seed=seed, kernels=self.kernels_for(n_frames)
+            adjusted.f0_hz,
+            adjusted.level_db,
+            seed=seed,
+            kernels=self.kernels_for(n_frames),
+            on_controls=None if kept is None else kept.append,
         )
         for piece in pieces:
             audio[filled : filled + len(piece)] = piece
             filled += len(piece)
             _check(should_stop)
-        return audio
+        return audio[:filled]
 
     def prepared_controls(
-        self, loaded: LoadedModel, f0_hz: np.ndarray, loudness_db: np.ndarray
+        self,
+        loaded: LoadedModel,
+        f0_hz: np.ndarray,
+        loudness_db: np.ndarray,
+        keep_controls: bool = False,
     ) -> ModelControls:
-        """The decoder's controls and harmonic signal for these curves, cached."""
-        key = _features_key(Path(loaded.checkpoint.path), loaded.model, f0_hz, loudness_db)
+        """The model's controls and harmonic signal for these curves (``loudness_db`` is
+        the model's level, loudness or power), cached; with ``keep_controls`` the result
+        also holds the :class:`SynthControls` (the cache keeps only what audio needs)."""
+        model = loaded.model
+        where = loaded.path if loaded.path is not None else loaded.checkpoint.path
+        key = _features_key(Path(where), model, f0_hz, loudness_db)
         with self._lock:
             hit = self._prepared.get(key)
-            if hit is not None:
+            if hit is not None and (hit.controls is not None or not keep_controls):
                 self._prepared.move_to_end(key)
                 return hit
-        prepared = loaded.model.model_controls(
-            f0_hz, loudness_db, kernels=self.kernels_for(len(f0_hz))
+        backend = self.kernels_for(len(f0_hz))
+        controls, _ = model.synth_controls(f0_hz, loudness_db, None, kernels=backend)
+        prepared = synthesis.prepare(
+            controls, model.synth, getattr(model, "phase_mode", "accurate"), backend
         )
-        if prepared.nbytes <= self._max_prepared_bytes:
+        cached = replace(prepared, controls=None)
+        if cached.nbytes <= self._max_prepared_bytes:
             with self._lock:
-                self._prepared[key] = prepared
+                self._prepared[key] = cached
                 total = sum(p.nbytes for p in self._prepared.values())
                 while total > self._max_prepared_bytes and len(self._prepared) > 1:
                     _, dropped = self._prepared.popitem(last=False)
                     total -= dropped.nbytes
-        return prepared
+        return prepared if keep_controls else cached
 
     def load_model(self, checkpoint: str | Path | None) -> LoadedModel:
-        """Return the model of a checkpoint path or name (None: the default), loading it once."""
+        """Return the model of a path or name (None: the default), loading it once.
+
+        Any kind: a ddsp checkpoint (folder, zip, ckpt file) or a DDSP-VST ``.tflite``
+        (a file, or a folder or zip holding one).
+        """
         path = resolve_checkpoint(checkpoint, self.checkpoint_dirs)
         with self._lock:
             if path in self._models:
                 self._models.move_to_end(path)
                 return self._models[path]
-        ckpt = load_checkpoint(path)
-        statistics, problem = _load_statistics(ckpt)
-        model = InferenceModel(ckpt, kernels=self.kernels_for(0))
-        loaded = LoadedModel(ckpt, model, statistics, problem)
+        model, ckpt = open_model(path, kernels=self.kernels_for(0))
+        statistics, problem = None, "the model has no statistics"
+        if ckpt is not None:
+            statistics, problem = _load_statistics(ckpt)
+        ranges = None
+        if model.level == "power":
+            ranges, problem = _model_ranges(model, statistics, problem)
+        loaded = LoadedModel(ckpt, model, statistics, problem, ranges, Path(path))
         if self.warm_up:
             _warm_up(loaded.model)
         with self._lock:
@@ -231,37 +332,57 @@ class Engine:
             while len(self._models) > self._max_models:
                 evicted.append(self._models.popitem(last=False)[1])
         for old in evicted:
-            old.checkpoint.close()  # a zip's extracted files leave with its model
+            old.close()  # a zip's extracted files leave with its model
         return loaded
 
     def features_for(self, input_path: str | Path, loaded: LoadedModel) -> tuple[Features, int]:
-        """Frame features of an audio file for this model (cached by content), and its own rate."""
-        config = loaded.model.config
-        features, _audio = self._features.get(
+        """Frame features of an audio file for this model (cached by content), and its own
+        rate: loudness or power, as the model's level says."""
+        model = loaded.model
+        config = getattr(model, "config", None)
+        # Long inputs are analysed block by block, keeping no audio (FeatureCache.features).
+        features = self._features.features(
             Path(input_path),
-            config.sample_rate,
-            config.hop,
-            config.loudness_version,
+            model.sample_rate,
+            model.hop,
+            config.loudness_version if config is not None else "power",
             self.tracker_name,
+            level=model.level,
+            power_frame_size=model.power_frame_size,
         )
         return features, int(sf.info(str(input_path)).samplerate)
 
     def adjust(
         self, features: Features, loaded: LoadedModel, settings: RenderSettings
     ) -> AdjustedControls:
-        """Apply the controls to frame features with this model's statistics."""
+        """Apply the controls to frame features: with the dataset statistics for a
+        loudness model, with the note-on ranges for a power model."""
         settings.validate()
-        config = loaded.model.config
-        adjusted = apply_controls(
+        model = loaded.model
+        if features.level != model.level:
+            raise InputError(
+                f"these features carry {features.level_name}, but the model takes "
+                f"{model.level} ({'power_db' if model.level == 'power' else 'loudness_db'})"
+            )
+        if model.level == "power":
+            return apply_power_controls(
+                features.f0_hz,
+                features.f0_confidence,
+                features.power_db,
+                settings.controls,
+                loaded.ranges,
+                model.frame_rate,
+                statistics_problem=loaded.statistics_problem,
+            )
+        return apply_controls(
             features.f0_hz,
             features.f0_confidence,
             features.loudness_db,
             settings.controls,
             loaded.statistics,
-            config.min_db,
+            model.config.min_db,
             statistics_problem=loaded.statistics_problem,
         )
-        return adjusted
 
     def render(
         self,
@@ -272,40 +393,51 @@ class Engine:
         features_path: str | Path | None = None,
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
+        keep_controls: bool = False,
     ) -> RenderResult:
         """Render one input (an audio file, or a features ``.npz``) with ``loaded``.
 
         ``progress(stage, fraction)`` is called at each stage; ``should_stop()`` is polled between
-        stages and a True answer raises :class:`CancelledError`.
+        stages and a True answer raises :class:`CancelledError`. ``keep_controls`` keeps the
+        frame-rate synthesizer controls in the result (``--controls-out``).
         """
         settings.validate()
         report = progress or (lambda stage, fraction: None)
-        config = loaded.model.config
+        model = loaded.model
         report("features", 0.0)
         if (input_path is None) == (features_path is None):
             raise InputError("give exactly one of an input audio file or a features file")
         if input_path is not None:
             features, input_rate = self.features_for(input_path, loaded)
         else:
-            features = load_features_npz(Path(features_path), config.frame_rate)
-            input_rate = config.sample_rate
+            features = load_features_npz(Path(features_path), model.frame_rate, model.level)
+            input_rate = model.sample_rate
         _check(should_stop)
         report("controls", 0.0)
         adjusted = self.adjust(features, loaded, settings)
         _check(should_stop)
         report("model", 0.0)
+        controls: SynthControls | None = None
         if len(adjusted.f0_hz) > LONG_RENDER_FRAMES:
-            audio = self._render_long(loaded, adjusted, settings.seed, should_stop)
+            kept: list[SynthControls] | None = [] if keep_controls else None
+            audio = self._render_long(loaded, adjusted, settings.seed, should_stop, kept)
+            if kept:
+                controls = SynthControls.concatenate(kept)
         else:
-            prepared = self.prepared_controls(loaded, adjusted.f0_hz, adjusted.loudness_db)
+            prepared = self.prepared_controls(
+                loaded, adjusted.f0_hz, adjusted.level_db, keep_controls
+            )
             _check(should_stop)
-            audio = loaded.model.render_controls(prepared, seed=settings.seed)
+            audio = synthesis.render_prepared(prepared, model.synth, seed=settings.seed)
+            controls = prepared.controls
         _check(should_stop)
         out_rate = int(settings.sample_rate or input_rate)
-        if out_rate != config.sample_rate:
-            audio = resample(audio, config.sample_rate, out_rate)
+        if out_rate != model.sample_rate:
+            audio = resample(audio, model.sample_rate, out_rate)
         gain_db = 0.0
         if settings.normalize:
             audio, gain_db = normalize_peak(audio)
         report("model", 1.0)
-        return RenderResult(np.asarray(audio, np.float32), out_rate, features, adjusted, gain_db)
+        return RenderResult(
+            np.asarray(audio, np.float32), out_rate, features, adjusted, gain_db, controls
+        )

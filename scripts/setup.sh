@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 want_apt=()
 command -v pd >/dev/null 2>&1 || want_apt+=(puredata-core)
+# ddsp-pd live: PortAudio for sounddevice, and a JACK dummy server for its device test.
+ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || want_apt+=(libportaudio2)
+command -v jackd >/dev/null 2>&1 || want_apt+=(jackd2)
 # fluidsynth + fluid-soundfont-gm are only for the training recipe (scripts/make_training_audio.py).
 if [ "${DDSP_PD_TRAINING_AUDIO:-0}" = 1 ] && ! command -v fluidsynth >/dev/null 2>&1; then
   want_apt+=(fluidsynth fluid-soundfont-gm)

@@ -107,6 +107,43 @@ def _check_output(
     return output, fmt, subtype
 
 
+def _check_controls_out(
+    controls_out: Path | None,
+    output: Path,
+    input_path: Path | None,
+    features_path: Path | None,
+) -> Path | None:
+    """The ``--controls-out`` path, or OutputError: it must be an ``.npz`` that is none of
+    the input, the features file or the audio output, where a file can be created."""
+    if controls_out is None:
+        return None
+    from ddsp_pd.errors import OutputError
+    from ddsp_pd.output_path import check_writable, same_file
+
+    if controls_out.suffix.lower() != ".npz":
+        raise OutputError(f"--controls-out must name an .npz file, got {controls_out}")
+    for other, what in (
+        (input_path, "the input"),
+        (features_path, "the features file"),
+        (output, "the audio output"),
+    ):
+        if other is not None and same_file(controls_out, other):
+            raise OutputError(f"refusing to write the controls over {what} {other}")
+    check_writable(controls_out)
+    return controls_out
+
+
+def _model_line(loaded: object) -> str:
+    """``checkpoint: NAME (what kind)`` for the render's log."""
+    kind = getattr(loaded, "kind", "solo")
+    era = getattr(loaded, "era", "")
+    what = {
+        "vst": "vst: DDSP-VST-config checkpoint, power",
+        "tflite": "tflite: DDSP-VST plugin model, power",
+    }.get(kind, era)
+    return f"checkpoint: {getattr(loaded, 'name', '')} ({what})"
+
+
 def _warn(message: str, shown: set[str]) -> None:
     if message not in shown:
         shown.add(message)
@@ -144,7 +181,8 @@ def _audio_warnings(shown: set[str]) -> Iterator[None]:
     "--checkpoint",
     default=None,
     metavar="DIR|ZIP|NAME",
-    help="Checkpoint folder, .zip, or name in the checkpoint folders [default: shipped model].",
+    help="Model: a checkpoint folder or .zip, a DDSP-VST .tflite (or a folder or .zip of one), "
+    "or a name in the checkpoint folders [default: shipped model].",
 )
 @click.option(
     "-o",
@@ -178,7 +216,17 @@ def _audio_warnings(shown: set[str]) -> Iterator[None]:
     "features_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Render from a .npz with f0_hz, f0_confidence, loudness_db at the model frame rate.",
+    help="Render from a .npz with f0_hz, f0_confidence and the model's level at its frame "
+    "rate: loudness_db (solo models) or power_db (DDSP-VST checkpoints and .tflite models).",
+)
+@click.option(
+    "--controls-out",
+    "controls_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE.npz",
+    help="Also write the frame-rate synthesizer controls (f0_hz, amplitudes, "
+    "harmonic_distribution, noise_magnitudes) to this .npz.",
 )
 @click.option(
     "--sample-rate",
@@ -244,6 +292,7 @@ def command(
     subtype: str | None,
     force: bool,
     features_path: Path | None,
+    controls_out: Path | None,
     sample_rate: int | None,
     seed: int,
     normalize: bool,
@@ -256,7 +305,10 @@ def command(
     note_threshold: float,
     tracker: str,
 ) -> None:
-    """Render timbre transfer of INPUT (any audio file) with a DDSP checkpoint."""
+    """Render timbre transfer of INPUT (any audio file) with a DDSP model of any kind.
+
+    A MIDI file (.mid) as INPUT renders its notes instead (the highest where they overlap).
+    """
     if (input_path is None) == (features_path is None):
         raise click.UsageError("give an INPUT audio file or --features FILE.npz (exactly one)")
     try:
@@ -266,17 +318,27 @@ def command(
             octave, loudness, confidence, adjust, quiet, autotune, note_threshold
         )
         shown: set[str] = set()
+        if input_path is not None and input_path.suffix.lower() in (".mid", ".midi"):
+            # A MIDI file: its notes drive the model (ddsp_pd/stream/midi_render.py).
+            from ddsp_pd.stream.midi_render import render_midi_command
+
+            _, line = render_midi_command(
+                input_path, checkpoint, output, audio_format, subtype, sample_rate, seed,
+                normalize, controls,
+            )  # fmt: skip
+            click.echo(line)
+            return
         input_rate = _check_input(input_path, features_path, shown)
         output, fmt, subtype = _check_output(
             output, audio_format, subtype, input_path, features_path, force
         )
+        controls_out = _check_controls_out(controls_out, output, input_path, features_path)
         out_rate = sample_rate or input_rate
         if out_rate is not None:
             from ddsp_pd.audio_io import check_encodable
 
             check_encodable(fmt, subtype, out_rate)
 
-        from ddsp_pd.audio_io import write_audio_atomic
         from ddsp_pd.transfer import Engine, RenderSettings
 
         settings = RenderSettings(
@@ -287,28 +349,45 @@ def command(
         engine = Engine(tracker=tracker)
         click.echo("loading checkpoint ...", err=True)
         loaded = engine.load_model(checkpoint)
-        click.echo(f"checkpoint: {loaded.name} ({loaded.checkpoint.config.era})", err=True)
+        click.echo(_model_line(loaded), err=True)
 
         def progress(stage: str, fraction: float) -> None:
             if fraction == 0.0:
-                click.echo(f"{stage} ...", err=True)
+                click.echo(f"{'writing' if stage == 'write' else stage} ...", err=True)
+
+        from ddsp_pd.longform import render_file
 
         with _audio_warnings(shown):
-            result = engine.render(
+            # In memory, or block by block with bounded memory for long inputs.
+            result = render_file(
+                engine,
                 loaded,
                 settings,
+                output,
+                fmt,
+                subtype,
                 input_path=input_path,
                 features_path=features_path,
                 progress=progress,
+                keep_controls=controls_out is not None,
             )
-        click.echo("writing ...", err=True)
-        write_audio_atomic(output, result.audio, result.sample_rate, fmt, subtype)
+        if controls_out is not None:
+            from ddsp_pd.errors import OutputError
+            from ddsp_pd.kinds.controls import write_controls_npz
+
+            if result.controls is None:  # every path keeps them when asked
+                raise OutputError(f"the render kept no controls: {controls_out} not written")
+            model = loaded.model
+            write_controls_npz(controls_out, result.controls, model.frame_rate, model.sample_rate)
     except DdspPdError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(result.adjusted.report.message, err=True)
-    seconds = len(result.audio) / result.sample_rate
+    seconds = result.seconds
     gain = f", normalised by {result.gain_db:+.1f} dB" if settings.normalize else ""
     click.echo(
         f"wrote {output} ({fmt} {subtype}, {seconds:.2f} s at {result.sample_rate} Hz{gain}) "
         f"in {time.perf_counter() - started:.2f} s"
     )
+    if controls_out is not None:
+        frames = result.controls.n_frames
+        click.echo(f"wrote {controls_out} (synthesizer controls, {frames} frames)")

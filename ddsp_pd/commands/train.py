@@ -8,7 +8,7 @@ import click
 
 from ddsp_pd.errors import DdspPdError
 
-_CONFIGS = ("solo", "small", "tiny")
+_CONFIGS = ("solo", "small", "tiny", "vst", "vst-tiny")
 
 
 @click.command(name="train")
@@ -34,8 +34,10 @@ _CONFIGS = ("solo", "small", "tiny")
     type=click.Choice(_CONFIGS),
     default="small",
     show_default=True,
-    help="Model size: solo = ddsp's solo_instrument (4.8 M parameters), "
-    "small = the shipped default's, tiny = for tests.",
+    help="Model: solo = ddsp's solo_instrument (4.8 M parameters), "
+    "small = the shipped default's, tiny = for tests; vst = ddsp's vst.gin, the DDSP-VST "
+    "plugin's model (power input, 1.9 M parameters; export it with ddsp-pd export), "
+    "vst-tiny = a small one the plugin still takes (for tests).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option(
@@ -76,8 +78,10 @@ def command(
     """Train a DDSP model on the audio files in AUDIO_DIR (4 s examples, 16 kHz).
 
     Writes ddsp's checkpoint layout (ckpt-N, operative_config-0.gin,
-    dataset_statistics.pkl) that `ddsp-pd render -c` and the ddsp library load. Progress
-    goes to stdout; Ctrl-C saves a checkpoint, and running the same command again resumes.
+    dataset_statistics.pkl) that `ddsp-pd render -c` and the ddsp library load; a
+    `--config vst` checkpoint also exports to the DDSP-VST plugin (`ddsp-pd export`).
+    Progress goes to stdout; Ctrl-C saves a checkpoint, and running the same command again
+    resumes.
     """
     try:
         from ddsp_pd.training.dataset import find_audio_files

@@ -1,17 +1,28 @@
-"""One DDSP model for rendering, without TensorFlow: preprocessor, decoder and synthesis.
+"""One ddsp checkpoint for rendering, without TensorFlow: preprocessor, decoder and synthesis.
 
 :class:`InferenceModel` holds a checkpoint's weights as numpy arrays and renders frame
-features to audio; the work is done by the pure functions of :mod:`.decoder` and
-:mod:`.synth`. It has the inference API of :class:`ddsp_pd.model.DdspModel` (the
-TensorFlow model kept for training), with numpy arrays in and out, so the same parity
-tests run against both.
+features to audio; the work is done by the pure functions of :mod:`.decoder`,
+:mod:`.synth` and :mod:`.synthesis` (the synthesis path every model kind shares). It has
+the inference API of :class:`ddsp_pd.model.DdspModel` (the TensorFlow model kept for
+training), with numpy arrays in and out, so the same parity tests run against both.
+
+Two kinds of checkpoint (:attr:`InferenceModel.kind`):
+
+- ``"solo"``: the ``solo_instrument`` family (ddsp 0.x to 3.7): loudness in,
+  ``ld_scaled``; a trainable reverb IR; ``T * hop`` samples out.
+- ``"vst"``: ``models/vst/vst.gin`` (DDSP-VST checkpoints): power in (``pw_scaled``,
+  :mod:`ddsp_pd.power`); a ``FilteredNoiseReverb`` whose IR is made from noise drawn from
+  the render's seed (or given, for parity tests); then ``Crop``, so ``T`` frames of
+  centred power features render ``(T - 1) * hop`` samples.
+
+Both fit :class:`ddsp_pd.kinds.controls.ControlModel` (:meth:`InferenceModel.synth_controls`).
+Arguments named ``loudness_db`` carry the model's level: power for a ``"vst"`` model.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +32,19 @@ from ddsp_pd.config import ModelConfig
 from ddsp_pd.errors import CheckpointError, InputError
 from ddsp_pd.inference import kernels as kernels_module
 from ddsp_pd.inference import synth as isynth
+from ddsp_pd.inference import synthesis
 from ddsp_pd.inference.decoder import DecoderWeights, decode
+from ddsp_pd.inference.synthesis import ModelControls
+from ddsp_pd.kinds.controls import ReverbSpec, SynthConfig, SynthControls
 
-__all__ = ["INTERMEDIATE_NAMES", "STREAM_BLOCK_FRAMES", "InferenceModel", "ModelControls"]
+__all__ = [
+    "INTERMEDIATE_NAMES",
+    "STREAM_BLOCK_FRAMES",
+    "VST_INTERMEDIATE_NAMES",
+    "InferenceModel",
+    "ModelControls",
+    "synth_config",
+]
 
 INTERMEDIATE_NAMES = (
     "f0_scaled",
@@ -39,6 +60,13 @@ INTERMEDIATE_NAMES = (
     "filtered_noise_signal",
     "dry_signal",
     "reverb_signal",
+)
+#: The stages of a ``"vst"`` model's :meth:`InferenceModel.render` (``pw_scaled`` for
+#: ``ld_scaled``; the reverb's IR, its noise, and the cropped output added).
+VST_INTERMEDIATE_NAMES = (
+    *(("pw_scaled" if n == "ld_scaled" else n) for n in INTERMEDIATE_NAMES),
+    "reverb_ir",
+    "crop_signal",
 )
 _F0_RANGE = 127.0
 _serials = itertools.count()
@@ -56,25 +84,57 @@ def _as_batch(x: Any, name: str) -> tuple[np.ndarray, bool]:
     return arr, False
 
 
-@dataclass(frozen=True)
-class ModelControls:
-    """What a render keeps of the decoder's work on a clip, so that a change of noise seed
-    needs only the noise filter and the reverb: the noise filter's magnitudes
-    ``[B, T, bands]`` and the harmonic signal ``[B, N]`` (it needs no noise)."""
-
-    f0_hz: np.ndarray
-    noise_magnitudes: np.ndarray
-    harmonic: np.ndarray
-    squeeze: bool = False
-
-    @property
-    def nbytes(self) -> int:
-        """Memory held, in bytes."""
-        return int(self.f0_hz.nbytes + self.noise_magnitudes.nbytes + self.harmonic.nbytes)
+def synth_config(config: ModelConfig, variables: Mapping[str, np.ndarray]) -> SynthConfig:
+    """How a checkpoint's controls become audio: its synthesizers' settings, its reverb
+    (the trainable IR, or FilteredNoiseReverb's scaled magnitudes) and its crop."""
+    reverb = ReverbSpec()
+    if config.reverb and config.reverb_type == "ir":
+        name = config.reverb_ir_name or "processor_group/reverb/ir"
+        if name not in variables:
+            raise CheckpointError(f"checkpoint lacks the reverb impulse response {name}")
+        ir = np.asarray(variables[name], np.float32).reshape(-1)
+        if ir.shape[0] != config.reverb_length:
+            raise CheckpointError(
+                f"reverb ir has {ir.shape[0]} samples, the config says {config.reverb_length}"
+            )
+        reverb = ReverbSpec("ir", ir=ir.copy(), add_dry=config.reverb_add_dry, source="learned")
+    elif config.reverb and config.reverb_type == "filtered_noise":
+        name = config.reverb_magnitudes_name or "processor_group/reverb/magnitudes"
+        if name not in variables:
+            raise CheckpointError(f"checkpoint lacks the reverb magnitudes {name}")
+        grid = np.asarray(variables[name], np.float32)
+        expected = (config.reverb_n_frames, config.reverb_n_filter_banks)
+        if grid.shape != expected:
+            raise CheckpointError(
+                f"reverb magnitudes have shape {list(grid.shape)}, the config says {list(expected)}"
+            )
+        scaled = isynth.exp_sigmoid(
+            grid + np.float32(config.reverb_initial_bias),
+            config.exp_sigmoid_exponent,
+            config.exp_sigmoid_max_value,
+            config.exp_sigmoid_threshold,
+        )
+        reverb = ReverbSpec(
+            "filtered_noise",
+            magnitudes=scaled,
+            length=config.reverb_length,
+            window_size=config.reverb_window_size,
+            add_dry=config.reverb_add_dry,
+            source="learned magnitudes",
+        )
+    return SynthConfig(
+        sample_rate=config.sample_rate,
+        hop=config.hop,
+        amp_resample_method=config.amp_resample_method,
+        noise_window_size=config.noise_window_size,
+        reverb=reverb,
+        crop_size=config.crop_size,
+        crop_location=config.crop_location,
+    )
 
 
 class InferenceModel:
-    """A ddsp solo-instrument model (decoder + harmonic + filtered noise + reverb) in numpy.
+    """A ddsp checkpoint (decoder + harmonic + filtered noise + reverb [+ crop]) in numpy.
 
     Build it from a :class:`~ddsp_pd.checkpoint.Checkpoint`, a checkpoint path, or a
     :class:`ModelConfig` with ``variables`` ``{ddsp name: array}``. ``phase_mode`` selects
@@ -117,17 +177,46 @@ class InferenceModel:
         #: Unique per model object in this process: caches of its outputs key on it.
         self.serial = next(_serials)
         self.weights = DecoderWeights.from_variables(config, variables)
-        self.reverb_ir: np.ndarray | None = None
-        if config.reverb:
-            name = config.reverb_ir_name or "processor_group/reverb/ir"
-            if name not in variables:
-                raise CheckpointError(f"checkpoint lacks the reverb impulse response {name}")
-            ir = np.asarray(variables[name], np.float32).reshape(-1)
-            if ir.shape[0] != config.reverb_length:
-                raise CheckpointError(
-                    f"reverb ir has {ir.shape[0]} samples, the config says {config.reverb_length}"
-                )
-            self.reverb_ir = ir.copy()
+        #: How the controls become audio (the synthesis every kind shares).
+        self.synth = synth_config(config, variables)
+        #: The trainable reverb's impulse response (``"ir"`` reverbs), else None.
+        self.reverb_ir: np.ndarray | None = self.synth.reverb.ir
+
+    # ------------------------------------------------------------ the kind
+    @property
+    def kind(self) -> str:
+        """``"vst"`` for a ``vst.gin`` checkpoint, ``"solo"`` otherwise."""
+        return "vst" if self.config.era == "vst" else "solo"
+
+    @property
+    def era(self) -> str:
+        """The ddsp era of the checkpoint (``"0.x"``, ``"1.x"``, ``"2.x"``, ``"vst"``)."""
+        return self.config.era
+
+    @property
+    def level(self) -> str:
+        """The level feature the model takes: ``"loudness"`` or ``"power"``."""
+        return self.config.level
+
+    @property
+    def power_frame_size(self) -> int | None:
+        """Samples per power frame (power models), else None."""
+        return self.config.power_frame_size
+
+    @property
+    def sample_rate(self) -> int:
+        """Audio rate in Hz."""
+        return self.config.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second."""
+        return self.config.frame_rate
+
+    @property
+    def hop(self) -> int:
+        """Samples per frame."""
+        return self.config.hop
 
     def backend(self, n_frames: int, kernels: str | None = None) -> str:
         """The kernel backend (``"numpy"`` or ``"compiled"``) a call on ``n_frames`` frames
@@ -137,14 +226,20 @@ class InferenceModel:
 
     @property
     def parameter_count(self) -> int:
-        """Number of trainable scalars (decoder and reverb impulse response)."""
-        ir = 0 if self.reverb_ir is None else int(self.reverb_ir.size)
-        return self.weights.parameter_count + ir
+        """Number of trainable scalars (decoder and the reverb's IR or magnitudes)."""
+        reverb = self.synth.reverb
+        extra = 0
+        if reverb.ir is not None:
+            extra = int(reverb.ir.size)
+        elif reverb.magnitudes is not None:
+            extra = int(reverb.magnitudes.size)
+        return self.weights.parameter_count + extra
 
     # ------------------------------------------------------------ stages
     def preprocess(self, f0_hz: Any, loudness_db: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(f0_scaled, ld_scaled)``: MIDI / 127 and ``ld / range + 1`` (range 120 dB for
-        0.x and 1.x models, 80 dB from 2.0)."""
+        0.x and 1.x models, 80 dB from 2.0). For a ``"vst"`` model ``loudness_db`` is
+        power and the second is ``pw_scaled = pw / 80 + 1``."""
         f0_scaled = isynth.hz_to_midi(f0_hz) / np.float32(_F0_RANGE)
         ld = np.asarray(loudness_db, np.float32)
         ld_scaled = ld / np.float32(self.config.ld_range_db) + np.float32(1.0)
@@ -156,9 +251,19 @@ class InferenceModel:
         ld_scaled: Any,
         state: np.ndarray | None = None,
         kernels: str | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Raw decoder outputs ``{name: [B, T, size]}``; inputs ``[T]`` or ``[B, T]``."""
-        return self.decode_with_state(f0_scaled, ld_scaled, state, kernels)[0]
+        *,
+        with_state: bool = False,
+    ) -> Any:
+        """Raw decoder outputs ``{name: [B, T, size]}``; inputs ``[T]`` or ``[B, T]``
+        (``ld_scaled`` is ``pw_scaled`` for a ``"vst"`` model). ``with_state``: also the
+        GRU state after the last frame (``(outputs, state)``). Every decoding of this
+        model goes through here."""
+        f0s, _ = _as_batch(f0_scaled, "f0_scaled")
+        lds, _ = _as_batch(ld_scaled, self.config.level_scaled_key)
+        scaled = {"f0_scaled": f0s, self.config.level_scaled_key: lds}
+        inputs = {key: scaled[key] for key in self.config.input_keys}
+        out = decode(self.weights, inputs, state, self.backend(f0s.shape[1], kernels))
+        return out if with_state else out[0]
 
     def decode_with_state(
         self,
@@ -168,11 +273,7 @@ class InferenceModel:
         kernels: str | None = None,
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """:meth:`decode` from GRU state ``state`` (zeros: None), and the state after it."""
-        f0s, _ = _as_batch(f0_scaled, "f0_scaled")
-        lds, _ = _as_batch(ld_scaled, "ld_scaled")
-        scaled = {"f0_scaled": f0s, "ld_scaled": lds}
-        inputs = {key: scaled[key] for key in self.config.input_keys}
-        return decode(self.weights, inputs, state, self.backend(f0s.shape[1], kernels))
+        return self.decode(f0_scaled, ld_scaled, state, kernels, with_state=True)
 
     def controls(self, raw: Mapping[str, np.ndarray], f0_hz: Any) -> dict[str, np.ndarray]:
         """Scaled synthesiser controls from raw decoder outputs."""
@@ -197,33 +298,16 @@ class InferenceModel:
         self, controls: Mapping[str, np.ndarray], f0_hz: np.ndarray, kernels: str | None = None
     ) -> np.ndarray:
         """The harmonic signal ``[B, N]`` of scaled controls."""
-        c = self.config
         f0_hz = np.asarray(f0_hz, np.float32)
-        out, _ = isynth.harmonic_synth(
+        out, _ = synthesis.harmonic(
             controls["harmonic_amplitudes"],
             controls["harmonic_distribution"],
             f0_hz,
-            c.hop,
-            c.sample_rate,
-            c.amp_resample_method,
+            self.synth,
             self.phase_mode,
             self.backend(f0_hz.shape[-1] if f0_hz.ndim < 3 else f0_hz.shape[1], kernels),
         )
         return out
-
-    def _noise(self, batch: int, n_frames: int, seed: int, noise: Any | None) -> np.ndarray:
-        n_samples = n_frames * self.config.hop
-        if noise is None:
-            return isynth.white_noise(batch, n_samples, seed)
-        noise = np.asarray(noise, np.float32)
-        if noise.ndim == 1:
-            noise = noise[np.newaxis]
-        if noise.shape != (batch, n_samples):
-            raise InputError(
-                f"noise must have {n_samples} samples per item ({n_frames} frames x hop "
-                f"{self.config.hop}), got shape {tuple(noise.shape)}"
-            )
-        return noise
 
     def synthesize(
         self,
@@ -233,33 +317,52 @@ class InferenceModel:
         noise: Any | None = None,
         harmonic: np.ndarray | None = None,
         kernels: str | None = None,
+        reverb_noise: Any | None = None,
     ) -> dict[str, np.ndarray]:
         """Signals ``[B, N]`` from scaled controls: harmonic, white and filtered noise,
-        dry (their sum) and, when the model has a reverb, reverb (the output).
+        dry (their sum) and, when the model has them, the reverb (``reverb_ir`` too) and
+        the crop; ``audio`` is the output (see :func:`.synthesis.synthesize`).
         ``harmonic`` reuses a harmonic signal already made from these controls (then only
-        ``noise_magnitudes`` of ``controls`` is read)."""
+        ``noise_magnitudes`` of ``controls`` is read); ``reverb_noise`` replaces the
+        seed's noise of a filtered-noise reverb's IR."""
         f0 = np.asarray(f0_hz, np.float32)
         if f0.ndim == 1:
             f0 = f0[np.newaxis]
         if f0.ndim == 3:
             f0 = f0[..., 0]
-        batch, n_frames = f0.shape
         if harmonic is None:
             harmonic = self.harmonic(controls, f0, kernels)
-        white = self._noise(batch, n_frames, seed, noise)
-        filtered, _ = isynth.filtered_noise(
-            controls["noise_magnitudes"], white, self.config.hop, self.config.noise_window_size
+        return synthesis.synthesize(
+            harmonic, controls["noise_magnitudes"], self.synth, seed, noise, reverb_noise
         )
-        dry = harmonic + filtered
-        out = {
-            "harmonic_signal": harmonic,
-            "white_noise": white,
-            "filtered_noise_signal": filtered,
-            "dry_signal": dry,
-        }
-        if self.reverb_ir is not None:
-            out["reverb_signal"], _ = isynth.reverb(dry, self.reverb_ir, self.config.reverb_add_dry)
-        return out
+
+    # ------------------------------------------------------------ the model-kind seam
+    def initial_state(self) -> np.ndarray:
+        """The GRU state at the start of a clip: zeros ``[rnn_channels]``."""
+        return np.zeros(self.config.rnn_channels, np.float32)
+
+    def synth_controls(
+        self,
+        f0_hz: Any,
+        level_db: Any,
+        state: Any = None,
+        *,
+        kernels: str | None = None,
+    ) -> tuple[SynthControls, np.ndarray]:
+        """:class:`SynthControls` of one clip's frames (``[T]`` each: f0 and the model's
+        level, loudness or power) from GRU ``state`` (None: zeros), and the state after
+        the last frame (:class:`ddsp_pd.kinds.controls.ControlModel`)."""
+        f0, ld, _ = self._check_features(f0_hz, level_db)
+        if f0.shape[0] != 1:
+            raise InputError("synth_controls takes one clip ([frames] arrays)")
+        if state is not None:
+            state = np.asarray(state, np.float32).reshape(1, self.config.rnn_channels)
+        raw, h = self.decode(*self.preprocess(f0, ld), state, kernels, with_state=True)
+        c = self.controls(raw, f0)
+        controls = SynthControls.from_model_outputs(
+            f0[0], c["harmonic_amplitudes"], c["harmonic_distribution"], c["noise_magnitudes"]
+        )
+        return controls, h[0]
 
     # ------------------------------------------------------------ end to end
     def _check_features(self, f0_hz: Any, loudness_db: Any) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -282,22 +385,22 @@ class InferenceModel:
         raw = self.decode(*self.preprocess(f0, ld), kernels=kernels)
         controls = self.controls(raw, f0)
         harmonic = self.harmonic(controls, f0, kernels)
-        return ModelControls(f0, controls["noise_magnitudes"], harmonic, squeeze)
+        one = None
+        if squeeze:
+            one = SynthControls.from_model_outputs(
+                f0[0],
+                controls["harmonic_amplitudes"],
+                controls["harmonic_distribution"],
+                controls["noise_magnitudes"],
+            )
+        return ModelControls(f0, controls["noise_magnitudes"], harmonic, squeeze, one)
 
     def render_controls(
         self, prepared: ModelControls, seed: int = 0, noise: Any | None = None
     ) -> np.ndarray:
         """Audio from :meth:`model_controls` and a noise seed (``[N]`` or ``[B, N]`` as the
         features were given)."""
-        signals = self.synthesize(
-            {"noise_magnitudes": prepared.noise_magnitudes},
-            prepared.f0_hz,
-            seed=seed,
-            noise=noise,
-            harmonic=prepared.harmonic,
-        )
-        audio = signals.get("reverb_signal", signals["dry_signal"])
-        return audio[0] if prepared.squeeze else audio
+        return synthesis.render_prepared(prepared, self.synth, seed, noise)
 
     def render_blocks(
         self,
@@ -307,90 +410,37 @@ class InferenceModel:
         noise: Any | None = None,
         block_frames: int = STREAM_BLOCK_FRAMES,
         kernels: str | None = None,
+        on_controls: Any | None = None,
     ) -> Iterator[np.ndarray]:
-        """:meth:`render` in consecutive pieces of audio, with memory bounded by the block.
+        """:meth:`render` of one clip (``[T]`` features) in consecutive pieces of audio,
+        with memory bounded by the block (:func:`.synthesis.render_blocks`).
 
         Decodes ``block_frames`` frames at a time, carrying the GRU state, the oscillator
         phase, the noise stream and the noise filter's and the reverb's tails from block to
         block, so that the pieces joined equal :meth:`render` of the whole clip (to float
-        rounding). Each frame's synthesis needs the next frame's controls, so a block's
-        last frame is synthesised with the next block; pieces therefore do not line up with
-        blocks. Yields ``[N_i]`` (or ``[B, N_i]``) float32 pieces.
+        rounding). ``on_controls`` receives each block's :class:`SynthControls`. Yields
+        ``[N_i]`` float32 pieces.
         """
-        f0, ld, squeeze = self._check_features(f0_hz, loudness_db)
-        batch, n_frames = f0.shape
-        hop = self.config.hop
-        block = max(1, int(block_frames))
-        backend = self.backend(n_frames, kernels)
-        if noise is not None:
-            noise = self._noise(batch, n_frames, seed, noise)
-        stream = isynth.noise_stream(seed) if noise is None else None
-        c = self.config
-        gru_state = harmonic_state = noise_state = reverb_state = None
-        held: tuple[np.ndarray, ...] | None = None  # the last decoded frame, not yet synthesised
-        pending = np.zeros((batch, 0), np.float32)  # harmonic samples ahead of the noise
-        done_frames = 0
-        for start in range(0, n_frames, block):
-            stop = min(start + block, n_frames)
-            f0_b = f0[:, start:stop]
-            raw, gru_state = self.decode_with_state(
-                *self.preprocess(f0_b, ld[:, start:stop]), gru_state, backend
-            )
-            ctl = self.controls(raw, f0_b)
-            frames = (
-                f0_b,
-                ctl["harmonic_amplitudes"],
-                ctl["harmonic_distribution"],
-                ctl["noise_magnitudes"],
-            )
-            if held is not None:
-                frames = tuple(
-                    np.concatenate([h, x], axis=1) for h, x in zip(held, frames, strict=True)
-                )
-            final = stop == n_frames
-            if final:
-                now, after, held = frames, None, None
-            else:  # keep the last frame for the next block, which gives its successor
-                now = tuple(x[:, :-1] for x in frames)
-                after = tuple(x[:, -1] for x in frames)
-                held = tuple(x[:, -1:] for x in frames)
-            f0_now, amps_now, dist_now, mags_now = now
-            count = f0_now.shape[1]
-            if count == 0:  # a first block of one frame: it waits for its successor
-                continue
-            harmonic, harmonic_state = isynth.harmonic_synth(
-                amps_now,
-                dist_now,
-                f0_now,
-                hop,
-                c.sample_rate,
-                c.amp_resample_method,
-                self.phase_mode,
-                backend,
-                harmonic_state,
-                None if after is None else after[0],
-                None if after is None else after[1] * after[2],
-            )
-            if noise is None:
-                white = stream.draw(batch, count * hop)
-            else:
-                white = noise[:, done_frames * hop : (done_frames + count) * hop]
-            done_frames += count
-            filtered, noise_state = isynth.filtered_noise(
-                mags_now, white, hop, c.noise_window_size, noise_state, final=final
-            )
-            # The noise filter's delay holds back its first samples: dry audio exists only
-            # where both signals do.
-            pending = np.concatenate([pending, harmonic], axis=1)
-            dry = pending[:, : filtered.shape[1]] + filtered
-            pending = pending[:, filtered.shape[1] :]
-            out = dry
-            if self.reverb_ir is not None:
-                out, reverb_state = isynth.reverb(
-                    dry, self.reverb_ir, c.reverb_add_dry, reverb_state
-                )
-            if out.shape[1]:
-                yield out[0] if squeeze else out
+        f0, ld, _ = self._check_features(f0_hz, loudness_db)
+        if f0.shape[0] != 1:
+            raise InputError("render_blocks renders one clip ([frames] arrays)")
+        backend = self.backend(f0.shape[1], kernels)
+
+        def controls_fn(f: np.ndarray, level: np.ndarray, state: Any) -> tuple[Any, Any]:
+            return self.synth_controls(f, level, state, kernels=backend)
+
+        return synthesis.render_blocks(
+            controls_fn,
+            f0[0],
+            ld[0],
+            self.synth,
+            seed,
+            noise=noise,
+            block_frames=block_frames,
+            phase_mode=self.phase_mode,
+            backend=backend,
+            on_controls=on_controls,
+        )
 
     def render(
         self,
@@ -400,26 +450,38 @@ class InferenceModel:
         noise: Any | None = None,
         return_intermediates: bool = False,
         kernels: str | None = None,
+        reverb_noise: Any | None = None,
     ) -> np.ndarray | tuple[np.ndarray, dict[str, np.ndarray]]:
         """Audio at ``config.sample_rate`` for frame features at ``config.frame_rate``.
 
-        ``f0_hz`` (0 = unvoiced) and ``loudness_db`` are ``[T]`` (or ``[B, T]``) of equal
-        length; the output has ``T * hop`` samples. The filtered noise uses ``noise`` if
-        given (``[T * hop]``), else uniform noise drawn from ``seed`` (deterministic).
-        With ``return_intermediates`` also returns every stage under the names in
-        :data:`INTERMEDIATE_NAMES` (batch axis dropped for 1-D input).
+        ``f0_hz`` (0 = unvoiced) and ``loudness_db`` (power for a ``"vst"`` model) are
+        ``[T]`` (or ``[B, T]``) of equal length; the output has ``T * hop`` samples less
+        the model's crop (``vst.gin``: ``(T - 1) * hop``). The filtered noise uses
+        ``noise`` if given (``[T * hop]``), else uniform noise drawn from ``seed``
+        (deterministic); a filtered-noise reverb's IR likewise uses ``reverb_noise``
+        (``[reverb_length]``) or the seed. With ``return_intermediates`` also returns every
+        stage under the names in :data:`INTERMEDIATE_NAMES` (``"vst"``:
+        :data:`VST_INTERMEDIATE_NAMES`; batch axis dropped for 1-D input).
         """
         f0, ld, squeeze = self._check_features(f0_hz, loudness_db)
         f0_scaled, ld_scaled = self.preprocess(f0, ld)
         raw = self.decode(f0_scaled, ld_scaled, kernels=kernels)
         controls = self.controls(raw, f0)
-        signals = self.synthesize(controls, f0, seed=seed, noise=noise, kernels=kernels)
-        audio = signals.get("reverb_signal", signals["dry_signal"])
+        signals = self.synthesize(
+            controls, f0, seed=seed, noise=noise, kernels=kernels, reverb_noise=reverb_noise
+        )
+        audio = signals.pop("audio")
         audio = audio[0] if squeeze else audio
         if not return_intermediates:
             return audio
-        stages: dict[str, np.ndarray] = {"f0_scaled": f0_scaled, "ld_scaled": ld_scaled}
+        stages: dict[str, np.ndarray] = {
+            "f0_scaled": f0_scaled,
+            self.config.level_scaled_key: ld_scaled,
+        }
         stages.update({f"raw_{k}": v for k, v in raw.items()})
         stages.update(controls)
         stages.update(signals)
-        return audio, {k: (v[0] if squeeze else v) for k, v in stages.items()}
+        unbatched = ("reverb_ir",)  # one IR for the batch
+        return audio, {
+            k: (v[0] if squeeze and k not in unbatched else v) for k, v in stages.items()
+        }

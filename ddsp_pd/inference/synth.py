@@ -32,7 +32,9 @@ __all__ = [
     "harmonic_synth",
     "hz_to_midi",
     "noise_magnitudes",
+    "noise_reverb_ir",
     "reverb",
+    "reverb_noise",
     "sigmoid",
     "upsample_linear",
     "upsample_window",
@@ -42,6 +44,9 @@ __all__ = [
 PHASE_MODES = ("accurate", "ddsp")
 _TWO_PI = 2.0 * math.pi
 _NOISE_KEY = 0x5EED
+# A second stream for the noise of FilteredNoiseReverb's impulse response, so that the IR
+# of a seed does not depend on the clip's length (the signal noise stream's is drawn first).
+_IR_NOISE_KEY = 0x12EB
 # Samples of the ddsp phase mode's [chunk, K] arrays at a time (2 MB each for 60 harmonics).
 _DDSP_CHUNK = 8192
 
@@ -184,9 +189,12 @@ def upsample_window(x: np.ndarray, hop: int, x_next: np.ndarray | None = None) -
 @dataclass(frozen=True)
 class HarmonicState:
     """Where a harmonic synthesiser stopped: per batch item, the fundamental's phase
-    (accurate mode, wrapped) or every harmonic's running phase (ddsp mode, float32)."""
+    (accurate mode, wrapped) or every harmonic's running phase (ddsp mode, float32), and
+    the clip's samples made so far (ddsp mode places its envelopes by the clip's sample
+    index, see :func:`_harmonic_ddsp`)."""
 
     phase: np.ndarray
+    sample: int = 0
 
 
 def harmonic_synth(
@@ -229,7 +237,14 @@ def harmonic_synth(
     w_this, w_next = _frame_weights(hop, amp_resample_method)
     if phase_mode == "ddsp":
         return _harmonic_ddsp(
-            harmonic_amps, amps_n, f0, f0_n, hop, sample_rate, w_this, w_next, state
+            harmonic_amps,
+            amps_n,
+            f0,
+            f0_n,
+            hop,
+            sample_rate,
+            None if amp_resample_method == "linear" else (w_this, w_next),
+            state,
         )
     phases = np.zeros(batch) if state is None else np.asarray(state.phase, np.float64)
     out = np.empty((batch, n_frames * hop), np.float32)
@@ -247,7 +262,31 @@ def harmonic_synth(
             w_next,
             backend,
         )
-    return out, HarmonicState(ends)
+    start = 0 if state is None else state.sample
+    return out, HarmonicState(ends, start + n_frames * hop)
+
+
+def _linear_positions(first: int, count: int, hop: int, frame0: int) -> tuple[np.ndarray, ...]:
+    """Where TensorFlow's bilinear resize (``align_corners=False``, what ddsp's linear
+    ``resample`` calls) reads samples ``first .. first + count - 1`` of a clip: position
+    ``float32(j) * float32(T / N)`` with ``T / N = 1 / hop``, split into the frame below
+    (relative to the piece's frame ``frame0``) and the float32 fraction past it.
+
+    The float32 position is not ``j / hop``: at hop 320 the fraction is off by up to
+    2e-3 after 20 s, which ddsp's float32 phase sum turns into audible differences.
+    """
+    pos = np.arange(first, first + count, dtype=np.int64).astype(np.float32)
+    pos *= np.float32(1.0) / np.float32(hop)
+    below = np.floor(pos)
+    frac = pos - below
+    index = below.astype(np.int64) - frame0
+    # At hops that are not a power of two times 5 a position can round just below its
+    # frame; the first samples of a piece then have no frame below in it: they hold it.
+    early = index < 0
+    if early.any():
+        index[early] = 0
+        frac[early] = 0.0
+    return index, frac
 
 
 def _harmonic_ddsp(
@@ -257,43 +296,59 @@ def _harmonic_ddsp(
     f0_n: np.ndarray,
     hop: int,
     sample_rate: float,
-    w_this: np.ndarray,
-    w_next: np.ndarray,
+    window_weights: tuple[np.ndarray, np.ndarray] | None,
     state: HarmonicState | None,
 ) -> tuple[np.ndarray, HarmonicState]:
     """ddsp's oscillator bank in ddsp's float32 arithmetic, in the same order of
-    operations, so that its phase drift is reproduced sample for sample."""
+    operations, so that its phase drift is reproduced sample for sample.
+
+    Frequencies (and amplitudes, unless ``window_weights`` gives the per-sample weights
+    of ddsp's ``'window'`` upsampling) are placed as TensorFlow's resize places them
+    (:func:`_linear_positions`); at hops that are powers of two (64) that is exactly
+    ``m / hop``.
+    """
     batch, n_frames, n_harm = harmonic_amps.shape
     k = np.arange(1, n_harm + 1, dtype=np.float32)
-    frac = np.arange(hop, dtype=np.float32) / np.float32(hop)
     nyquist = np.float32(sample_rate / 2.0)
     two_pi = np.float32(_TWO_PI)
     rate = np.float32(sample_rate)
-    running = (
-        np.zeros((batch, n_harm), np.float32)
-        if state is None
-        else np.asarray(state.phase, np.float32).copy()
-    )
+    if state is None:
+        running = np.zeros((batch, n_harm), np.float32)
+        sample0 = 0
+    else:
+        running = np.asarray(state.phase, np.float32).copy()
+        sample0 = int(state.sample)
+    frame0 = sample0 // hop
     out = np.empty((batch, n_frames * hop), np.float32)
     frames_per_chunk = max(1, _DDSP_CHUNK // hop)
+    # Frame T of the extended arrays is the frame after the piece (or the last one held).
+    fk_ext = np.concatenate([f0, f0_n[:, -1:]], axis=1)[:, :, None] * k  # [B, T + 1, K]
+    amps_ext = np.concatenate([harmonic_amps, amps_n[:, -1:]], axis=1)
     for start in range(0, n_frames, frames_per_chunk):
         stop = min(start + frames_per_chunk, n_frames)
-        fk = f0[:, start:stop, None] * k  # [B, C, K], as ddsp scales before upsampling
-        fk_n = f0_n[:, start:stop, None] * k
-        freq = fk[:, :, None, :] + (fk_n - fk)[:, :, None, :] * frac[:, None]
-        a = harmonic_amps[:, start:stop, None, :]
-        a_n = amps_n[:, start:stop, None, :]
-        amp = a * w_this[:, None] + a_n * w_next[:, None]
+        count = (stop - start) * hop
+        index, frac = _linear_positions(sample0 + start * hop, count, hop, frame0)
+        frac = frac[:, None]
+        lo = fk_ext[:, index]
+        freq = lo + (fk_ext[:, index + 1] - lo) * frac  # [B, n, K]
+        if window_weights is None:
+            a_lo = amps_ext[:, index]
+            amp = a_lo + (amps_ext[:, index + 1] - a_lo) * frac
+        else:
+            w_this, w_next = window_weights
+            a = harmonic_amps[:, start:stop, None, :]
+            a_n = amps_n[:, start:stop, None, :]
+            amp = (a * w_this[:, None] + a_n * w_next[:, None]).reshape(batch, count, n_harm)
         amp[freq >= nyquist] = 0.0
-        omega = (freq * two_pi / rate).reshape(batch, -1, n_harm)
+        omega = freq * two_pi / rate
         # An inclusive float32 running sum continued from the previous chunk's last value.
         omega[:, 0] += running
         phases = np.cumsum(omega, axis=1, dtype=np.float32)
         running = phases[:, -1].copy()
         np.sin(phases, out=phases)
-        phases *= amp.reshape(phases.shape)
+        phases *= amp
         out[:, start * hop : stop * hop] = phases.sum(axis=-1)
-    return out, HarmonicState(running)
+    return out, HarmonicState(running, sample0 + n_frames * hop)
 
 
 # ------------------------------------------------------------------ noise
@@ -321,6 +376,31 @@ class noise_stream:  # noqa: N801 - used like a function returning a stream
         x *= np.float32(2.0)
         x -= np.float32(1.0)
         return x
+
+
+def reverb_noise(n_samples: int, seed: int = 0) -> np.ndarray:
+    """Uniform noise in [-1, 1) ``[n_samples]`` float32 for a ``FilteredNoiseReverb``'s
+    impulse response: the same for the same seed, whatever the clip."""
+    sequence = np.random.SeedSequence([int(seed) % (1 << 64), _IR_NOISE_KEY])
+    x = np.random.Generator(np.random.PCG64(sequence)).random(n_samples, dtype=np.float32)
+    x *= np.float32(2.0)
+    x -= np.float32(1.0)
+    return x
+
+
+def noise_reverb_ir(magnitudes: np.ndarray, noise: np.ndarray, window_size: int) -> np.ndarray:
+    """ddsp's ``FilteredNoiseReverb`` impulse response: ``noise`` ``[L]`` filtered, as
+    ``FilteredNoise`` filters, by scaled ``magnitudes`` ``[frames, bands]`` (frames of
+    ``ceil(L / frames)`` samples; a short last frame is zero-padded and cropped)."""
+    mags = np.asarray(magnitudes, np.float32)
+    noise = np.asarray(noise, np.float32).reshape(-1)
+    length = noise.shape[0]
+    frames = mags.shape[0]
+    hop = -(-length // frames)
+    padded = np.zeros(hop * frames, np.float32)
+    padded[:length] = noise
+    out, _ = filtered_noise(mags[np.newaxis], padded[np.newaxis], hop, window_size)
+    return out[0, :length]
 
 
 def frequency_impulse_response(magnitudes: np.ndarray, window_size: int = 0) -> np.ndarray:

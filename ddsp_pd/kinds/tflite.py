@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import math
 import os
 import re
@@ -61,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from ddsp_pd.errors import CheckpointError, InputError
-from ddsp_pd.kinds.controls import SynthControls
+from ddsp_pd.kinds.controls import ReverbSpec, SynthConfig, SynthControls
 from ddsp_pd.kinds.tflite_files import REVERB_IR_PATTERN, TfliteFiles, read_tflite_files
 from ddsp_pd.kinds.vst_metadata import METADATA_NAME, VstMetadata, parse_metadata
 
@@ -80,6 +81,7 @@ __all__ = [
     "describe_tflite",
     "load_tflite",
     "plugin_controls",
+    "plugin_synth_config",
     "tflite_info",
     "vst_inputs",
 ]
@@ -119,6 +121,9 @@ _RUNTIME_LOG = re.compile(
 )
 
 InterpreterFactory = Callable[[bytes, int], Any]
+_serials = itertools.count(1 << 32)  # apart from InferenceModel's: caches key on serials
+#: Frames per block of :meth:`TfliteModel.render_blocks` (80 s at 50 frames/s).
+STREAM_BLOCK_FRAMES = 4000
 
 
 # ------------------------------------------------------------------ preprocessing
@@ -386,6 +391,29 @@ def plugin_controls(f0_hz: Any, outputs: TfliteOutputs, sample_rate: float) -> S
     return SynthControls(f0, amps, dist, noise)
 
 
+def plugin_synth_config(
+    sample_rate: int, hop: int, reverb_ir: np.ndarray | None, reverb_source: str | None
+) -> SynthConfig:
+    """How a ``.tflite``'s controls become audio: ``vst.gin``'s synthesizers (amplitudes
+    upsampled linearly, the noise filter unwindowed), the export's reverb IR when there is
+    one (dry added, as ``vst.gin``'s reverb adds it), and ``Crop``'s last hop dropped, as a
+    VST checkpoint renders, so power features of L samples give ``L // hop * hop`` samples.
+    """
+    reverb = ReverbSpec()
+    if reverb_ir is not None:
+        source = Path(reverb_source).name if reverb_source else "reverb IR file"
+        reverb = ReverbSpec("ir", ir=reverb_ir, add_dry=True, source=source)
+    return SynthConfig(
+        sample_rate=sample_rate,
+        hop=hop,
+        amp_resample_method="linear",
+        noise_window_size=0,
+        reverb=reverb,
+        crop_size=hop,
+        crop_location="back",
+    )
+
+
 def _frames(name: str, x: Any) -> np.ndarray:
     arr = np.asarray(x, np.float32)
     if arr.ndim != 1:
@@ -415,6 +443,10 @@ class TfliteModel:
     """
 
     kind = KIND
+    era = KIND
+    level = "power"
+    #: The harmonic phase accumulator of renders (see ddsp_pd.inference.synth).
+    phase_mode = "accurate"
 
     def __init__(
         self,
@@ -438,12 +470,22 @@ class TfliteModel:
         self.n_noise_bands = N_NOISE_BANDS
         self.state_size = STATE_SIZE
         self.reverb_ir, self.reverb_ir_location = _reverb_ir(files, self.sample_rate)
+        self.synth = plugin_synth_config(
+            self.sample_rate, self.hop, self.reverb_ir, self.reverb_ir_location
+        )
+        #: Unique per model object in this process: caches of its outputs key on it.
+        self.serial = next(_serials)
         self._model = files.model  # the interpreter reads this buffer
         self._interpreter = _open_interpreter(files, interpreter_factory, num_threads)
         self._inputs, self._outputs = check_contract(
             self._interpreter.get_input_details(), self._interpreter.get_output_details(), where
         )
         self._lock = threading.Lock()
+
+    @property
+    def power_frame_size(self) -> int:
+        """Samples per power frame (``frame_size`` of the metadata)."""
+        return int(self.frame_size)
 
     # ------------------------------------------------------------ running
     def initial_state(self) -> np.ndarray:
@@ -519,6 +561,46 @@ class TfliteModel:
             )
         outputs, state = self.run(*vst_inputs(f0, pw_db), state)
         return plugin_controls(f0, outputs, self.sample_rate), state
+
+    def synth_controls(
+        self, f0_hz: Any, level_db: Any, state: Any = None, *, kernels: str | None = None
+    ) -> tuple[SynthControls, np.ndarray]:
+        """:meth:`controls` under the name of the model-kind seam
+        (:class:`ddsp_pd.kinds.controls.ControlModel`); ``level_db`` is power and
+        ``kernels`` is not used (the interpreter runs the decoder)."""
+        return self.controls(f0_hz, level_db, state)
+
+    def render_blocks(
+        self,
+        f0_hz: Any,
+        power_db: Any,
+        seed: int = 0,
+        noise: Any | None = None,
+        block_frames: int = STREAM_BLOCK_FRAMES,
+        kernels: str | None = None,
+        on_controls: Callable[[SynthControls], None] | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Audio of one clip's frames in consecutive pieces, with bounded memory: the
+        model run ``block_frames`` frames at a time with its state carried, synthesised
+        by :func:`ddsp_pd.inference.synthesis.render_blocks` (``kernels`` is its backend)."""
+        from ddsp_pd.inference import kernels as kernels_module
+        from ddsp_pd.inference import synthesis
+
+        f0 = _frames("f0_hz", f0_hz)
+        name = kernels_module.check_backend(kernels or "numpy")
+        backend = kernels_module.auto_backend(len(f0)) if name == "auto" else name
+        return synthesis.render_blocks(
+            self.synth_controls,
+            f0,
+            power_db,
+            self.synth,
+            seed,
+            noise=noise,
+            block_frames=block_frames,
+            phase_mode=self.phase_mode,
+            backend=backend,
+            on_controls=on_controls,
+        )
 
     # ------------------------------------------------------------ describing
     def describe(self) -> dict[str, Any]:
@@ -615,6 +697,14 @@ def _lines(d: Mapping[str, Any], md: VstMetadata) -> list[str]:
         if reverb
         else "reverb: none (no reverb_ir_<rate>_hz.wav beside the model)"
     )
+    lines.append(
+        "synthesis: as vst.gin (amplitudes upsampled 'linear', unwindowed noise filter, "
+        f"dry added to the reverb), the last {d['hop']} samples cropped"
+    )
+    if md.pitch_note_range is None or md.power_note_range is None:
+        lines.append("auto-adjust: unavailable (the metadata has no pitch and power ranges)")
+    else:
+        lines.append("auto-adjust: into the pitch and power ranges above")
     return lines
 
 

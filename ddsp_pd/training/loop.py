@@ -6,6 +6,13 @@ to a global norm of 3, loss = multi-scale spectral loss of the reverb output aga
 example audio. The decoder sees ``f0_scaled = midi(f0) / 127`` and ``ld_scaled = ld / 80 + 1``;
 the harmonic synthesiser runs at the tracked f0 (no confidence gate, as in ddsp).
 
+``--config vst`` trains ddsp's ``models/vst/vst.gin`` instead (the DDSP-VST plugin's
+architecture, what the Train_VST colab trains): centred 50 frames/s examples with power
+(``pw_scaled``) and f0 inputs, a one-layer decoder, ``FilteredNoiseReverb`` (its IR made
+from fresh noise every step, one IR for the batch, as ddsp does) and ``Crop``; the loss
+compares the cropped output with the example's audio. Its checkpoint has vst.gin's
+object graph and operative config, and ``ddsp-pd export`` turns it into a plugin model.
+
 A run writes into its output folder: ``ckpt-N`` (model variables only, in ddsp's layout and
 object graph so ddsp itself restores them, the newest few kept), ``train_state-N.npz``
 beside each (Adam moments and step, to resume), ``operative_config-0.gin``,
@@ -47,6 +54,7 @@ from ddsp_pd.training.writer import (
 
 __all__ = [
     "PRESETS",
+    "VST_PRESETS",
     "TrainOptions",
     "TrainResult",
     "learning_rate",
@@ -58,7 +66,18 @@ LOG_NAME = "train_log.csv"
 STATE_PATTERN = "train_state-{}.npz"
 
 #: Model sizes by name. ``solo`` is ddsp's ``solo_instrument.gin``; ``small`` is the shipped
-#: default model (trains on a laptop CPU); ``tiny`` is for tests.
+#: default model (trains on a laptop CPU); ``tiny`` is for tests. ``vst`` is ddsp's
+#: ``models/vst/vst.gin``; ``vst-tiny`` (for tests) keeps what the DDSP-VST plugin needs
+#: (60 harmonics, 65 noise bands, a GRU of 512) and shrinks the rest.
+VST_PRESETS: dict[str, dict[str, object]] = {
+    "vst": {},
+    "vst-tiny": {
+        "ch": 16,
+        "reverb_length": 4000,
+        "reverb_n_frames": 100,
+        "reverb_n_filter_banks": 16,
+    },
+}
 PRESETS: dict[str, dict[str, object]] = {
     "solo": {},
     "small": {
@@ -77,8 +96,14 @@ PRESETS: dict[str, dict[str, object]] = {
 
 def preset_config(name: str, example_secs: float = 4.0) -> ModelConfig:
     """The :class:`ModelConfig` of a preset, for examples of ``example_secs``."""
+    if name in VST_PRESETS:
+        base = ModelConfig.vst()
+        # Centred examples: one frame more than hops, the synthesis cropped back to L.
+        frames = round(base.frame_rate * example_secs) + 1
+        return base.with_sizes(n_samples=frames * base.hop, **VST_PRESETS[name])
     if name not in PRESETS:
-        raise InputError(f"unknown model config {name!r}: use one of {', '.join(PRESETS)}")
+        names = ", ".join([*PRESETS, *VST_PRESETS])
+        raise InputError(f"unknown model config {name!r}: use one of {names}")
     base = ModelConfig.solo_instrument()
     n_samples = round(base.sample_rate * example_secs)
     return base.with_sizes(n_samples=n_samples, time_steps=n_samples // base.hop, **PRESETS[name])
@@ -181,6 +206,10 @@ def _noise_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % (2**31 - 1)
 
 
+# Keeps the IR noise's stream apart from the signal noise's of the same step.
+_IR_SEED_OFFSET = 7_777_777
+
+
 def _read_log(path: Path, up_to: int) -> list[tuple[int, float, float]]:
     if not path.is_file():
         return []
@@ -213,13 +242,16 @@ def _restore(
         return 0, DdspModel(config, seed=seed), None
     step = steps[-1]
     ckpt = load_checkpoint(out)
-    mine = (config.ch, config.rnn_channels, config.n_outputs, config.reverb_length)
-    theirs = (ckpt.config.ch, ckpt.config.rnn_channels, ckpt.config.n_outputs,
-              ckpt.config.reverb_length)  # fmt: skip
+
+    def sizes(c: ModelConfig) -> tuple[object, ...]:
+        return (c.era, c.ch, c.rnn_channels, c.n_outputs, c.reverb_length, c.reverb_n_frames,
+                c.reverb_n_filter_banks)  # fmt: skip
+
+    mine, theirs = sizes(config), sizes(ckpt.config)
     if mine != theirs:
         raise CheckpointError(
-            f"{out} holds a model of other sizes (ch {ckpt.config.ch}, rnn "
-            f"{ckpt.config.rnn_channels}); use a new output folder or the same --config"
+            f"{out} holds a model of other sizes ({ckpt.config.era}, ch {ckpt.config.ch}, "
+            f"rnn {ckpt.config.rnn_channels}); use a new output folder or the same --config"
         )
     state_path = out / STATE_PATTERN.format(step)
     state = None
@@ -253,6 +285,7 @@ def train(
     )
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is not a folder: give a checkpoint folder with -o")
+    power = config.level == "power"
     if examples is None:
         examples = prepare_examples(
             audio_dir,
@@ -263,13 +296,22 @@ def train(
             options.hop_secs,
             options.tracker,
             progress=say,
+            level=config.level,
+            power_frame_size=config.power_frame_size or 1024,
         )
+    if power and examples.power_db is None:
+        raise InputError("a DDSP-VST model trains on power examples (level 'power')")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create {out}: {exc.strerror}") from exc
     stats = compute_dataset_statistics(
-        examples.audio, examples.f0_hz, examples.f0_confidence, examples.loudness_db, config.hop
+        examples.audio,
+        examples.f0_hz,
+        examples.f0_confidence,
+        examples.loudness_db,
+        config.hop,
+        power_frame_size=config.power_frame_size or 1024,
     )
     write_operative_config(out, config, settings)
     write_statistics(
@@ -285,9 +327,10 @@ def train(
     if state is not None:
         optimizer.restore(state)
     n_params = parameter_count({n: v.shape for n, v in model.ddsp_variables().items()})
+    reverb = "noise reverb " if config.reverb_type == "filtered_noise" else "reverb "
     say(
         f"model: {options.config} (ch {config.ch}, rnn {config.rnn_channels}, "
-        f"{config.n_harmonics} harmonics, {config.n_noise_bands} noise bands, reverb "
+        f"{config.n_harmonics} harmonics, {config.n_noise_bands} noise bands, {reverb}"
         f"{config.reverb_length}), {n_params:,} parameters; {len(examples)} examples of "
         f"{options.example_secs:g} s"
     )
@@ -299,16 +342,23 @@ def train(
 
     frames = examples.f0_hz.shape[1]
     n_samples = examples.audio.shape[1]
+    n_synth = frames * config.hop  # centred (power) examples: n_samples + hop
+    ir_length = max(config.reverb_length, 1) if config.reverb_type == "filtered_noise" else 1
     spec_f = tf.TensorSpec([None, frames], tf.float32)
     spec_a = tf.TensorSpec([None, n_samples], tf.float32)
+    spec_n = tf.TensorSpec([None, n_synth], tf.float32)
+    spec_ir = tf.TensorSpec([ir_length], tf.float32)
+    level_key = "power_db" if power else "loudness_db"
 
     @tf.function(
-        input_signature=[spec_f, spec_f, spec_a, spec_a, tf.TensorSpec([], tf.float32)],
+        input_signature=[spec_f, spec_f, spec_a, spec_n, spec_ir, tf.TensorSpec([], tf.float32)],
         reduce_retracing=True,
     )
-    def train_step(f0, loudness, audio, noise, lr):
+    def train_step(f0, level, audio, noise, ir_noise, lr):
         with tf.GradientTape() as tape:
-            loss = spectral_loss(audio, model(f0, loudness, noise)["audio"], settings.fft_sizes)
+            output = model(f0, level, noise, ir_noise if model.reverb_magnitudes is not None
+                           else None)["audio"]  # fmt: skip
+            loss = spectral_loss(audio, output, settings.fft_sizes)
         grads = tape.gradient(loss, variables)
         grads, _ = tf.clip_by_global_norm(grads, settings.grad_clip_norm)
         optimizer.apply(grads, lr)
@@ -335,10 +385,13 @@ def train(
         while step < options.steps:
             idx = _batch_indices(len(examples), options.batch_size, options.seed, step)
             batch = examples.batch(idx)
-            noise = white_noise(len(idx), n_samples, _noise_seed(options.seed, step))
+            noise_seed = _noise_seed(options.seed, step)
+            noise = white_noise(len(idx), n_synth, noise_seed)
+            # ddsp draws the reverb's IR noise afresh every step: one IR for the batch.
+            ir_noise = white_noise(1, ir_length, noise_seed + _IR_SEED_OFFSET)[0]
             lr = tf.constant(learning_rate(step, settings), tf.float32)
             loss = float(
-                train_step(batch["f0_hz"], batch["loudness_db"], batch["audio"], noise, lr)
+                train_step(batch["f0_hz"], batch[level_key], batch["audio"], noise, ir_noise, lr)
             )
             if not math.isfinite(loss):
                 raise InputError(f"training diverged at step {step + 1} (loss {loss})")

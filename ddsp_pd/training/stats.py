@@ -38,11 +38,14 @@ class DatasetStats:
     quantile_transform: QuantileTransform
 
 
-def compute_power(audio: NDArray[np.floating], hop: int, n_frames: int) -> NDArray[np.float32]:
+def compute_power(
+    audio: NDArray[np.floating], hop: int, n_frames: int, frame_size: int = POWER_FRAME_SIZE
+) -> NDArray[np.float32]:
     """Frame power in dB as ddsp 3.x computes it (``spectral_ops.compute_power``).
 
     Audio ``[batch, n]`` is zero-padded by half a frame each side and cut into frames of
-    1024 samples every ``hop`` samples, frame i centred on sample ``hop * i``; power = mean
+    ``frame_size`` (1024) samples every ``hop`` samples, frame i centred on sample ``hop * i``;
+    power = mean
     square, in dB with a floor of -80; the first ``n_frames`` frames are returned.
 
     ddsp's ``compute_dataset_statistics`` defaults to 50 power frames per second, which its
@@ -50,13 +53,13 @@ def compute_power(audio: NDArray[np.floating], hop: int, n_frames: int) -> NDArr
     power fields, so it was made with power at the feature rate, and so are ours.
     """
     x = np.atleast_2d(np.asarray(audio, dtype=np.float32))
-    half = POWER_FRAME_SIZE // 2
+    half = frame_size // 2
     padded = np.pad(x, ((0, 0), (half, half)))
-    n_frames = min(n_frames, (padded.shape[1] - POWER_FRAME_SIZE) // hop + 1)
+    n_frames = min(n_frames, (padded.shape[1] - frame_size) // hop + 1)
     # Per example and strided, so a big set never holds all frames at once.
     power = np.stack(
         [
-            np.mean(sliding_window_view(row, POWER_FRAME_SIZE)[::hop][:n_frames] ** 2, axis=-1)
+            np.mean(sliding_window_view(row, frame_size)[::hop][:n_frames] ** 2, axis=-1)
             for row in padded
         ]
     )
@@ -108,15 +111,20 @@ def compute_dataset_statistics(
     loudness_db: NDArray[np.floating],
     hop: int = 64,
     min_db: float = -80.0,
+    power_frame_size: int = POWER_FRAME_SIZE,
 ) -> DatasetStats:
-    """Statistics of a set of examples: ``audio [batch, n]``, frame features ``[batch, frames]``."""
+    """Statistics of a set of examples: ``audio [batch, n]``, frame features ``[batch, frames]``.
+
+    Power is computed from the audio at the features' hop with ``power_frame_size`` frames
+    (for centred DDSP-VST examples, ``n / hop + 1`` frames: the model's own power input).
+    """
     f0 = np.atleast_2d(np.asarray(f0_hz, dtype=np.float32))
     if f0.shape[1] <= TRIM_END:
         raise ValueError(f"examples of {f0.shape[1]} frames are too short for statistics")
     pitch = hz_to_midi(f0).astype(np.float32)[:, :-TRIM_END]
     loudness = np.atleast_2d(np.asarray(loudness_db, dtype=np.float32))[:, :-TRIM_END]
     confidence = np.atleast_2d(np.asarray(f0_confidence, dtype=np.float32))[:, :-TRIM_END]
-    power = compute_power(audio, hop, f0.shape[1])[:, :-TRIM_END]
+    power = compute_power(audio, hop, f0.shape[1], power_frame_size)[:, :-TRIM_END]
     mask = _note_mask(loudness, confidence, min_db)
     values: dict[str, float] = {}
     values.update(_stats(pitch, "pitch", None))

@@ -40,6 +40,7 @@ __all__ = [
     "prune_checkpoints",
     "read_save_counter",
     "statistics_bytes",
+    "vst_operative_config_text",
     "write_checkpoint_state",
     "write_model_checkpoint",
 ]
@@ -184,12 +185,228 @@ def _write_text(path: Path, text: str) -> None:
 # --------------------------------------------------------------------------- gin
 
 
-def operative_config_text(config: ModelConfig, settings: TrainSettings) -> str:
-    """``operative_config-0.gin`` for a solo-instrument model of this config (ddsp >= 2.0).
+def _gin_text(macros: list[str], sections: list[tuple[str, list[str]]]) -> str:
+    """An operative config in gin's own layout: imports, macros, one block per selector."""
+    rule = "# " + "=" * 78
+    out = ["import ddsp", "import ddsp.training as ddsp2", "", "# Macros:", rule, *macros, ""]
+    for title, lines in sections:
+        out += [f"# Parameters for {title}:", rule, *lines, ""]
+    return "\n".join(out)
 
-    Same selectors and layout as the config ddsp 3.7 writes for ``solo_instrument.gin``, so
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _decoder_section(config: ModelConfig) -> tuple[str, list[str]]:
+    splits = ", ".join(f"({name!r}, {size})" for name, size in config.output_splits)
+    input_keys = "(" + ", ".join(repr(k) for k in config.input_keys) + ")"
+    return (
+        "RnnFcDecoder",
+        [
+            f"RnnFcDecoder.ch = {config.ch}",
+            f"RnnFcDecoder.input_keys = {input_keys}",
+            f"RnnFcDecoder.layers_per_stack = {config.layers_per_stack}",
+            f"RnnFcDecoder.output_splits = \\\n    ({splits})",
+            f"RnnFcDecoder.rnn_channels = {config.rnn_channels}",
+            f"RnnFcDecoder.rnn_type = {config.rnn_type!r}",
+            "RnnFcDecoder.stateless = False",
+        ],
+    )
+
+
+def _training_sections(settings: TrainSettings) -> list[tuple[str, list[str]]]:
+    fft_sizes = "(" + ", ".join(str(s) for s in settings.fft_sizes) + ")"
+    return [
+        ("run_dag", ["run_dag.verbose = False"]),
+        (
+            "SpectralLoss",
+            [
+                "SpectralLoss.cumsum_freq_weight = 0.0",
+                "SpectralLoss.delta_freq_weight = 0.0",
+                "SpectralLoss.delta_time_weight = 0.0",
+                f"SpectralLoss.fft_sizes = {fft_sizes}",
+                "SpectralLoss.logmag_weight = 1.0",
+                "SpectralLoss.loss_type = 'L1'",
+                "SpectralLoss.loudness_weight = 0.0",
+                "SpectralLoss.mag_weight = 1.0",
+                "SpectralLoss.name = 'spectral_loss'",
+            ],
+        ),
+    ]
+
+
+def _schedule_sections(settings: TrainSettings) -> list[tuple[str, list[str]]]:
+    return [
+        (
+            "train",
+            [
+                "train.batch_size = %batch_size",
+                f"train.num_steps = {settings.num_steps}",
+                f"train.steps_per_save = {settings.steps_per_save}",
+                f"train.steps_per_summary = {settings.steps_per_save}",
+            ],
+        ),
+        (
+            "Trainer",
+            [
+                f"Trainer.checkpoints_to_keep = {settings.checkpoints_to_keep}",
+                f"Trainer.grad_clip_norm = {float(settings.grad_clip_norm)!r}",
+                "Trainer.learning_rate = %learning_rate",
+                f"Trainer.lr_decay_rate = {float(settings.lr_decay_rate)!r}",
+                f"Trainer.lr_decay_steps = {settings.lr_decay_steps}",
+                "Trainer.restore_keys = None",
+            ],
+        ),
+    ]
+
+
+def vst_operative_config_text(config: ModelConfig, settings: TrainSettings) -> str:
+    """``operative_config-0.gin`` for a DDSP-VST model (``models/vst/vst.gin``).
+
+    The selectors, macros and layout of the config ddsp 3.7 writes for vst.gin (the
+    fixture's): power preprocessing at ``%frame_rate`` with ``%frame_size`` frames,
+    ``FilteredNoiseReverb`` and ``Crop`` in the DAG, ``n_samples`` the synthesis length of
+    one example (its frames times the hop: ``L + hop`` for centred examples).
+    """
+    c = config
+    frames = round(c.frame_rate * settings.example_secs) + 1
+    macros = [
+        f"batch_size = {settings.batch_size}",
+        f"frame_rate = {_number(c.frame_rate)}",
+        f"frame_size = {c.power_frame_size}",
+        f"learning_rate = {float(settings.learning_rate)!r}",
+        f"n_samples = {frames * c.hop}",
+        f"sample_rate = {c.sample_rate}",
+    ]
+    dag = [
+        "(@synths.Harmonic(), ['amps', 'harmonic_distribution', 'f0_hz'])",
+        "(@synths.FilteredNoise(), ['noise_magnitudes'])",
+        "(@processors.Add(), ['filtered_noise/signal', 'harmonic/signal'])",
+    ]
+    last = "add/signal"
+    if c.reverb:
+        dag.append(f"(@effects.FilteredNoiseReverb(), [{last!r}])")
+        last = "reverb/signal"
+    if c.crop_size:
+        dag.append(f"(@processors.Crop(), [{last!r}])")
+    dag_text = "ProcessorGroup.dag = \\\n    [" + ",\n     ".join(dag) + "]"
+    sections: list[tuple[str, list[str]]] = [
+        ("processors.Add", ["processors.Add.name = 'add'"]),
+        (
+            "Autoencoder",
+            [
+                "Autoencoder.decoder = @decoders.RnnFcDecoder()",
+                "Autoencoder.encoder = None",
+                "Autoencoder.losses = [@losses.SpectralLoss()]",
+                "Autoencoder.preprocessor = @preprocessing.OnlineF0PowerPreprocessor()",
+                "Autoencoder.processor_group = @processors.ProcessorGroup()",
+            ],
+        ),
+    ]
+    if c.crop_size:
+        location = "center" if c.crop_location == "mid" else c.crop_location
+        sections.append(
+            (
+                "Crop",
+                [
+                    f"Crop.crop_location = {location!r}",
+                    f"Crop.frame_size = {c.crop_size}",
+                    "Crop.name = 'crop'",
+                ],
+            )
+        )
+    sections += [
+        (
+            "exp_sigmoid",
+            [
+                f"exp_sigmoid.exponent = {float(c.exp_sigmoid_exponent)!r}",
+                f"exp_sigmoid.max_value = {float(c.exp_sigmoid_max_value)!r}",
+                f"exp_sigmoid.threshold = {float(c.exp_sigmoid_threshold)!r}",
+            ],
+        ),
+        (
+            "FilteredNoise",
+            [
+                f"FilteredNoise.initial_bias = {float(c.noise_initial_bias)!r}",
+                "FilteredNoise.n_samples = %n_samples",
+                "FilteredNoise.name = 'filtered_noise'",
+                "FilteredNoise.scale_fn = @core.exp_sigmoid",
+                f"FilteredNoise.window_size = {c.noise_window_size}",
+            ],
+        ),
+    ]
+    if c.reverb:
+        sections.append(
+            (
+                "FilteredNoiseReverb",
+                [
+                    f"FilteredNoiseReverb.add_dry = {c.reverb_add_dry}",
+                    f"FilteredNoiseReverb.initial_bias = {float(c.reverb_initial_bias)!r}",
+                    f"FilteredNoiseReverb.n_filter_banks = {c.reverb_n_filter_banks}",
+                    f"FilteredNoiseReverb.n_frames = {c.reverb_n_frames}",
+                    "FilteredNoiseReverb.name = 'reverb'",
+                    f"FilteredNoiseReverb.reverb_length = {c.reverb_length}",
+                    "FilteredNoiseReverb.trainable = True",
+                    f"FilteredNoiseReverb.window_size = {c.reverb_window_size}",
+                ],
+            )
+        )
+    sections += [
+        ("get_model", ["get_model.model = @models.Autoencoder()"]),
+        (
+            "Harmonic",
+            [
+                f"Harmonic.amp_resample_method = {c.amp_resample_method!r}",
+                "Harmonic.n_samples = %n_samples",
+                "Harmonic.name = 'harmonic'",
+                f"Harmonic.normalize_below_nyquist = {c.normalize_below_nyquist}",
+                "Harmonic.sample_rate = %sample_rate",
+                "Harmonic.scale_fn = @core.exp_sigmoid",
+                "Harmonic.use_angular_cumsum = False",
+            ],
+        ),
+        (
+            "OnlineF0PowerPreprocessor",
+            [
+                "OnlineF0PowerPreprocessor.compute_f0 = False",
+                "OnlineF0PowerPreprocessor.compute_power = True",
+                "OnlineF0PowerPreprocessor.crepe_saved_model_path = None",
+                "OnlineF0PowerPreprocessor.frame_rate = %frame_rate",
+                "OnlineF0PowerPreprocessor.frame_size = %frame_size",
+                "OnlineF0PowerPreprocessor.padding = 'center'",
+                "OnlineF0PowerPreprocessor.viterbi = False",
+            ],
+        ),
+        ("oscillator_bank", ["oscillator_bank.sum_sinusoids = True"]),
+        ("ProcessorGroup", [dag_text]),
+        _decoder_section(c),
+        *_training_sections(settings),
+        (
+            "TFRecordProvider",
+            [
+                "# ddsp-pd trains from audio files directly; these describe its examples.",
+                "TFRecordProvider.centered = True",
+                f"TFRecordProvider.example_secs = {_number(settings.example_secs)}",
+                f"TFRecordProvider.frame_rate = {_number(c.frame_rate)}",
+                f"TFRecordProvider.sample_rate = {c.sample_rate}",
+            ],
+        ),
+        *_schedule_sections(settings),
+    ]
+    return _gin_text(macros, sections)
+
+
+def operative_config_text(config: ModelConfig, settings: TrainSettings) -> str:
+    """``operative_config-0.gin`` for a model of this config: ``solo_instrument.gin``'s
+    layout (ddsp >= 2.0), or vst.gin's for a DDSP-VST config
+    (:func:`vst_operative_config_text`).
+
+    Same selectors and layout as the config ddsp 3.7 writes, so
     ``ddsp_pd.config.config_from_gin`` and ddsp's own gin parsing both read it.
     """
+    if config.era == "vst":
+        return vst_operative_config_text(config, settings)
     n_samples = int(config.sample_rate * settings.example_secs)
     time_steps = round(config.frame_rate * settings.example_secs)
     splits = ", ".join(f"({name!r}, {size})" for name, size in config.output_splits)

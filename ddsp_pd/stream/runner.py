@@ -1,0 +1,265 @@
+"""Running an engine live: a worker thread behind a callback that never blocks.
+
+An audio callback must return on time whatever the model costs, so :class:`LiveRunner`
+hands each input block to a worker thread (a bounded queue) and answers with the output
+block the worker finished earlier; the output queue starts with ``buffer_blocks`` blocks of
+silence, which is the slack the worker has and the latency the runner adds. When the
+worker is late the callback plays silence for that block and counts a dropout (and the
+late block, when it comes, is dropped, so the latency stays what it was); when the input
+queue is full the block is dropped and counted as an overrun. An exception in the worker
+is counted and answered with silence; nothing stops the stream.
+
+:func:`run_file` drives the same runner from a file instead of a device: as fast as the
+worker allows (each block waits for its predecessor, like a device that is never late) or
+paced in real time (``realtime=True``, where dropouts can happen as live).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ddsp_pd.stream.engine import StreamEngine
+
+__all__ = ["FileRun", "LiveRunner", "default_buffer_blocks", "run_file"]
+
+log = logging.getLogger(__name__)
+
+#: Slack the runner keeps by default: at least this many milliseconds of blocks.
+DEFAULT_SLACK_MS = 10.0
+#: Input blocks that may wait for the worker before new ones are dropped.
+MAX_QUEUED_BLOCKS = 32
+
+
+def default_buffer_blocks(block: int, rate: int) -> int:
+    """Blocks of slack: enough for :data:`DEFAULT_SLACK_MS`, at least one."""
+    return max(1, int(np.ceil(DEFAULT_SLACK_MS * rate / 1000.0 / block)))
+
+
+class LiveRunner:
+    """An engine on a worker thread, behind :meth:`callback`.
+
+    ``block`` is the callback's block size (every call must pass that many samples);
+    ``buffer_blocks`` the blocks of slack (see the module notes).
+    """
+
+    def __init__(
+        self,
+        engine: StreamEngine,
+        block: int,
+        buffer_blocks: int | None = None,
+        limit_threads: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.block = int(block)
+        self.buffer_blocks = int(buffer_blocks or default_buffer_blocks(block, engine.host_rate))
+        self.limit_threads = limit_threads
+        self._inputs: collections.deque[np.ndarray] = collections.deque()
+        self._outputs: collections.deque[np.ndarray] = collections.deque(
+            np.zeros(self.block, np.float32) for _ in range(self.buffer_blocks)
+        )
+        self._wake = threading.Event()
+        self._done = threading.Condition()
+        self._submitted = 0  # blocks handed in (callback only)
+        self._processed = 0  # blocks finished or dropped (worker only)
+        self._stop = threading.Event()
+        self._debt = 0  # late blocks to drop (their slot was played as silence)
+        self._debt_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+        self.last_error: str | None = None
+        self.callbacks = 0
+
+    @property
+    def latency_samples(self) -> int:
+        """Input to output through the runner: the engine's latency plus the slack."""
+        return self.engine.latency_samples + self.buffer_blocks * self.block
+
+    @property
+    def dropouts(self) -> int:
+        """Blocks answered with silence because the worker was late."""
+        return self.engine.stats.dropouts
+
+    @property
+    def overruns(self) -> int:
+        """Input blocks dropped because the queue was full."""
+        return self.engine.stats.overruns
+
+    # ------------------------------------------------------------ lifetime
+    def start(self) -> LiveRunner:
+        """Start the worker thread (returns ``self``)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="ddsp-live", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the worker (waits for the block it is on)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+    def __enter__(self) -> LiveRunner:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ the callback
+    def callback(self, block: np.ndarray) -> np.ndarray:
+        """Hand in one input block, get one output block; never waits for the worker."""
+        self.callbacks += 1
+        stats = self.engine.stats
+        if len(self._inputs) >= MAX_QUEUED_BLOCKS:
+            stats.overruns += 1
+        else:
+            self._inputs.append(np.array(block, np.float32).reshape(-1))
+            self._submitted += 1
+            self._wake.set()
+        try:
+            return self._outputs.popleft()
+        except IndexError:
+            stats.dropouts += 1
+            with self._debt_lock:
+                self._debt += 1
+            return np.zeros(len(block), np.float32)
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until the worker has processed every queued block (for file runs)."""
+        target = self._submitted
+        with self._done:
+            return self._done.wait_for(lambda: self._processed >= target, timeout)
+
+    # ------------------------------------------------------------ the worker
+    def _work(self) -> None:
+        limiter = None
+        if self.limit_threads:
+            # Products of a few frames are far too small to share: waking a second BLAS
+            # thread for each costs more than it saves, and it steals the other core.
+            try:
+                from threadpoolctl import threadpool_limits
+
+                limiter = threadpool_limits(1)
+            except Exception:  # pragma: no cover - threadpoolctl is a dependency
+                limiter = None
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()  # before looking: a block queued after this wakes us
+                try:
+                    block = self._inputs.popleft()
+                except IndexError:
+                    self._wake.wait(0.1)
+                    continue
+                try:
+                    out = self.engine.process(block)
+                except Exception as exc:  # a bug must not stop the stream
+                    self.errors += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    if self.errors == 1:
+                        log.exception("live engine failed on a block; playing silence")
+                    out = np.zeros(block.size, np.float32)
+                with self._debt_lock:
+                    late = self._debt > 0
+                    if late:
+                        self._debt -= 1
+                if not late:
+                    self._outputs.append(out)
+                with self._done:
+                    self._processed += 1
+                    self._done.notify_all()
+        finally:
+            if limiter is not None:
+                limiter.restore_original_limits()
+
+
+@dataclass
+class FileRun:
+    """The result of :func:`run_file`."""
+
+    audio: np.ndarray
+    sample_rate: int
+    seconds_audio: float
+    seconds_wall: float
+    busy_seconds: float
+    latency_samples: int
+    dropouts: int
+    overruns: int
+    errors: int
+
+    @property
+    def realtime_factor(self) -> float:
+        """Worker time per second of audio (below 1: faster than real time)."""
+        return self.busy_seconds / max(self.seconds_audio, 1e-9)
+
+    @property
+    def latency_ms(self) -> float:
+        """Input-to-output latency in milliseconds."""
+        return 1000.0 * self.latency_samples / self.sample_rate
+
+
+def run_file(
+    engine: StreamEngine,
+    audio: np.ndarray,
+    block: int,
+    buffer_blocks: int | None = None,
+    realtime: bool = False,
+    tail: bool = True,
+    on_block: Callable[[int, float], None] | None = None,
+) -> FileRun:
+    """Stream mono ``audio`` (at the engine's host rate) through a :class:`LiveRunner`.
+
+    Returns what a listener would hear: the callback's outputs joined, with ``tail``
+    enough extra silence fed in for the end of the input to come out. ``on_block(k, t)``
+    is called before block k with the stream time t in seconds (notes and controls can be
+    sent from there, as from a Pd patch).
+    """
+    x = np.asarray(audio, np.float32).reshape(-1)
+    runner = LiveRunner(engine, block, buffer_blocks)
+    extra = runner.latency_samples if tail else 0
+    total = x.size + extra
+    n_blocks = -(-total // block)
+    padded = np.zeros(n_blocks * block, np.float32)
+    padded[: x.size] = x
+    outputs = []
+    rate = engine.host_rate
+    busy_before = engine.stats.busy_seconds
+    switch = sys.getswitchinterval()
+    if realtime:  # as for a device: the pacing thread must get the interpreter lock quickly
+        sys.setswitchinterval(min(switch, 0.001))
+    started = time.perf_counter()
+    with runner:
+        for k in range(n_blocks):
+            if on_block is not None:
+                on_block(k, k * block / rate)
+            if realtime:
+                due = started + k * block / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            outputs.append(runner.callback(padded[k * block : (k + 1) * block]))
+            if not realtime:
+                runner.wait_idle()
+        runner.wait_idle(5.0)
+    sys.setswitchinterval(switch)
+    wall = time.perf_counter() - started
+    out = np.concatenate(outputs)[:total] if outputs else np.zeros(0, np.float32)
+    return FileRun(
+        audio=out,
+        sample_rate=rate,
+        seconds_audio=n_blocks * block / rate,
+        seconds_wall=wall,
+        busy_seconds=engine.stats.busy_seconds - busy_before,
+        latency_samples=runner.latency_samples,
+        dropouts=runner.dropouts,
+        overruns=runner.overruns,
+        errors=runner.errors,
+    )

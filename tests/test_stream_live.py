@@ -1,0 +1,281 @@
+"""``ddsp-pd live``: the runner (overruns, errors), the CLI, --file mode, OSC notes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket
+from test_stream_midi import MELODY, pitch_accuracy, track, write_melody
+
+from ddsp_pd.cli import main
+from ddsp_pd.stream.engine import EngineStats
+from ddsp_pd.stream.runner import LiveRunner, run_file
+
+ROOT = Path(__file__).resolve().parents[1]
+_CLI = [sys.executable, "-c", "from ddsp_pd.cli import main; main()"]
+
+
+class _EchoEngine:
+    """An engine that returns its input, slowly for the blocks listed in ``slow`` and with
+    an exception for those in ``broken``."""
+
+    host_rate = 16000
+    latency_samples = 0
+
+    def __init__(self, slow=(), broken=(), delay=0.05):
+        self.stats = EngineStats()
+        self.slow, self.broken, self.delay = set(slow), set(broken), delay
+        self.calls = 0
+
+    def process(self, block):
+        k = self.calls
+        self.calls += 1
+        if k in self.slow:
+            time.sleep(self.delay)
+        if k in self.broken:
+            raise RuntimeError("boom")
+        self.stats.busy_seconds += 1e-4
+        return np.asarray(block, np.float32).copy()
+
+
+def _paced(runner: LiveRunner, blocks: list[np.ndarray], period: float) -> list[np.ndarray]:
+    out = []
+    start = time.perf_counter()
+    for k, block in enumerate(blocks):
+        delay = start + k * period - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        out.append(runner.callback(block))
+    return out
+
+
+def test_a_late_worker_costs_silence_and_a_count_never_the_latency():
+    block, n = 64, 60
+    blocks = [np.full(block, k + 1, np.float32) for k in range(n)]
+    engine = _EchoEngine(slow={10}, delay=0.05)
+    with LiveRunner(engine, block, buffer_blocks=2, limit_threads=False) as runner:
+        out = _paced(runner, blocks, 0.004)
+        runner.wait_idle(2.0)
+    values = [float(o[0]) for o in out]
+    assert runner.dropouts >= 1
+    assert values[:2] == [0.0, 0.0]  # the slack
+    assert values.count(0.0) == 2 + runner.dropouts  # silence only for the late blocks
+    # Long after the hiccup, block k plays what went in 2 blocks earlier again.
+    assert values[-5:] == [float(k - 1) for k in range(n - 5, n)]
+
+
+def test_an_engine_error_plays_silence_and_the_stream_goes_on():
+    block = 64
+    engine = _EchoEngine(broken={3})
+    blocks = [np.full(block, k + 1, np.float32) for k in range(12)]
+    with LiveRunner(engine, block, buffer_blocks=1, limit_threads=False) as runner:
+        out = []
+        for b in blocks:
+            out.append(runner.callback(b))
+            runner.wait_idle()
+    assert runner.errors == 1 and "boom" in runner.last_error
+    values = [float(o[0]) for o in out]
+    assert values == [0.0, 1.0, 2.0, 3.0, 0.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]
+
+
+def test_a_full_input_queue_drops_blocks_and_counts_overruns():
+    engine = _EchoEngine(slow={0}, delay=0.5)
+    runner = LiveRunner(engine, 32, buffer_blocks=1, limit_threads=False).start()
+    try:
+        for _ in range(60):  # far faster than the stuck worker
+            runner.callback(np.zeros(32, np.float32))
+        assert runner.overruns > 0
+        assert runner.dropouts > 0
+    finally:
+        runner.stop()
+
+
+def test_file_mode_through_the_runner_has_the_runner_latency():
+    engine = _EchoEngine()
+    x = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    run = run_file(engine, x, 100, buffer_blocks=3)
+    assert run.latency_samples == 300 and run.dropouts == 0
+    assert run.audio.size == x.size + 300
+    np.testing.assert_array_equal(run.audio[300:], x)
+
+
+# --------------------------------------------------------------------- the command
+
+
+def test_live_help_names_every_option():
+    result = CliRunner().invoke(main, ["live", "--help"])
+    assert result.exit_code == 0
+    for option in ("--list-devices", "--input-device", "--output-device", "--sample-rate",
+                   "--block", "--checkpoint", "--port", "--file", "--output", "--realtime",
+                   "--mode", "--octave", "--loudness", "--confidence", "--adjust",
+                   "--adjust-mode", "--quiet", "--autotune", "--note-threshold", "--seed",
+                   "--notes", "--buffer"):  # fmt: skip
+        assert option in result.output, option
+
+
+@pytest.fixture(scope="module")
+def tone_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("live") / "tone.wav"
+    t = np.arange(int(1.2 * 44100)) / 44100
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 330 * t) * np.minimum(1, t / 0.05), 44100)
+    return path
+
+
+def test_live_file_mode_writes_what_a_listener_hears(tone_file, tmp_path):
+    out = tmp_path / "out.wav"
+    result = CliRunner().invoke(
+        main, ["live", "--file", str(tone_file), "-o", str(out), "--block", "100"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "real-time factor" in result.output and "dropouts 0" in result.output
+    audio, rate = sf.read(out)
+    assert rate == 44100
+    assert audio.size > 1.2 * 44100 and np.max(np.abs(audio)) > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--file", "missing.wav", "-o", "x.wav"], "missing.wav"),
+        (["--file", "{tone}", "-o", "x.wav", "-c", "/no/such/model"], "checkpoint"),
+        (["--file", "{tone}"], "--file and --output go together"),
+        (["--output-device", "no-such-device-here", "--duration", "1"], "device"),
+        (["--file", "{tone}", "-o", "x.wav", "--octave", "9"], "octave"),
+        (["--file", "{tone}", "-o", "{tone}"], "over the input"),
+    ],
+)
+def test_bad_input_gets_one_line(tone_file, tmp_path, args, message):
+    args = [a.replace("{tone}", str(tone_file)) for a in args]
+    env = dict(os.environ, JACK_NO_START_SERVER="1")
+    result = subprocess.run(
+        [*_CLI, "live", *args],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env,
+    )  # fmt: skip
+    assert result.returncode != 0
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_render_of_a_midi_file_from_the_command_line(tmp_path):
+    notes = write_melody(tmp_path / "m.mid")
+    out = tmp_path / "m.wav"
+    result = CliRunner().invoke(main, ["render", str(tmp_path / "m.mid"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    audio, rate = sf.read(out, dtype="float32")
+    assert rate == 16000
+    assert pitch_accuracy(audio, notes) >= 0.95
+
+
+def test_live_file_mode_plays_a_midi_file_through_the_note_path(tmp_path):
+    notes = write_melody(tmp_path / "m.mid")
+    silence = tmp_path / "clock.wav"
+    sf.write(silence, np.zeros(int((notes[-1][1] + 0.5) * 16000)), 16000)
+    out = tmp_path / "notes.wav"
+    result = CliRunner().invoke(
+        main,
+        ["live", "--file", str(silence), "-o", str(out), "--mode", "midi",
+         "--notes", str(tmp_path / "m.mid")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    audio, _ = sf.read(out, dtype="float32")
+    accuracy = pitch_accuracy(audio, notes, offset_s=_latency_s(result.output))
+    print(f"live --notes: {accuracy:.3f} of note frames within 30 cents")
+    assert accuracy >= 0.95
+
+
+def _latency_s(output: str) -> float:
+    line = next(ln for ln in output.splitlines() if "real-time factor" in ln)
+    return float(line.split("latency ")[1].split(" ms")[0]) / 1000.0
+
+
+def _osc(address: str, *args) -> bytes:
+    builder = OscMessageBuilder(address)
+    for arg in args:
+        builder.add_arg(arg)
+    return builder.build().dgram
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_osc_notes_in_realtime_file_mode_play_the_notes(tmp_path):
+    notes = write_melody(tmp_path / "m.mid")[:4]  # 2.6 s of notes in real time
+    lead = 0.5  # seconds of silence before the notes, so they start after the stream
+    silence = tmp_path / "clock.wav"
+    sf.write(silence, np.zeros(int((notes[-1][1] + lead + 0.6) * 16000)), 16000)
+    out = tmp_path / "osc.wav"
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*_CLI, "live", "--file", str(silence), "-o", str(out),
+         "--mode", "midi", "--realtime", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(0.2)
+    try:
+        deadline = time.monotonic() + 60
+        ready = False
+        while not ready and time.monotonic() < deadline:  # until the server answers
+            client.sendto(_osc("/ddsp/hello", client.getsockname()[1]), ("127.0.0.1", port))
+            try:
+                data, _ = client.recvfrom(65536)
+                ready = OscPacket(data).messages[0].message.address == "/ddsp/ready"
+            except (TimeoutError, OSError):
+                pass
+        assert ready, "no /ddsp/ready from ddsp-pd live"
+        started = time.monotonic()
+        stats = threading.Event()
+
+        def listen():
+            while not stats.is_set() and time.monotonic() - started < 20:
+                try:
+                    data, _ = client.recvfrom(65536)
+                except (TimeoutError, OSError):
+                    continue
+                for m in OscPacket(data).messages:
+                    if m.message.address == "/ddsp/live/stats":
+                        stats.set()
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        client.sendto(_osc("/ddsp/adsr", 0.02, 0.1, 0.8, 0.2), ("127.0.0.1", port))
+        for start, end, note in notes:
+            for when, velocity in ((start, 100), (end, 0)):
+                delay = started + lead + when - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                client.sendto(_osc("/ddsp/note", note, velocity), ("127.0.0.1", port))
+        _, err = proc.communicate(timeout=60)
+        listener.join(2.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        client.close()
+    assert proc.returncode == 0, err
+    assert stats.is_set(), "no /ddsp/live/stats arrived"
+    audio, _ = sf.read(out, dtype="float32")
+    # The stream's clock and the sender's differ by the start-up: take the best alignment.
+    f0 = track(audio)
+    best = max(
+        pitch_accuracy(None, notes, lead + o, f0=f0) for o in np.arange(-0.3, 0.6, 0.004)
+    )
+    print(f"/ddsp/note over OSC: {best:.3f} of note frames within 30 cents")
+    assert best >= 0.95, best
+    assert len(MELODY) > len(notes)
