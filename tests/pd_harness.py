@@ -32,8 +32,11 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_server import BlockingOSCUDPServer
 
+from ddsp_pd.server.input_copy import pd_readable
+
 ROOT = Path(__file__).resolve().parents[1]
-PATCHES = ROOT / "patches"
+# DDSP_PD_PATCHES runs the tests against another copy of the patches (e.g. an older one).
+PATCHES = Path(os.environ.get("DDSP_PD_PATCHES") or ROOT / "patches")
 MAIN_PATCH = PATCHES / "timbre_transfer.pd"
 PD = shutil.which("pd")
 PD_MISSING = "Pure Data is not installed (apt-get install puredata-core); CI installs it"
@@ -157,6 +160,46 @@ class PdSession:
         """Send ``RECEIVER ATOMS;`` to Pd, as if that message box had been clicked."""
         text = " ".join(fudi_atom(a) for a in (receiver, *atoms)) + ";\n"
         self._sock.sendto(text.encode(), ("127.0.0.1", self.control_port))
+
+    def displays(self, timeout: float = 10.0) -> dict[str, str]:
+        """What the patch shows now: ``ddsp-pd displays`` makes every display log its text.
+
+        Keys are ``KEY`` for ``display KEY WORDS`` (the text, unescaped) and ``control NAME``
+        for ``control NAME VALUE confirmed|unconfirmed`` (value and state).
+        """
+        mark = self.mark()
+        self.send("ddsp-pd", "displays")
+        self.wait_for(r"^ddsp-pd: display end$", since=mark, timeout=timeout)
+        shown: dict[str, str] = {}
+        with self._cond:
+            lines = self.lines[mark:]
+        for line in lines:
+            match = re.match(r"^ddsp-pd: (display|control) (\S+) ?(.*)$", line)
+            if match and match.group(2) != "end":
+                key = match.group(2) if match.group(1) == "display" else f"control {match.group(2)}"
+                shown[key] = match.group(3).replace("\\ ", " ")
+            elif line == "ddsp-pd: display end":
+                break
+        return shown
+
+    def wait_display(
+        self, key: str, test: Callable[[str], bool], *, timeout: float = 20.0, every: float = 0.1
+    ) -> dict[str, str]:
+        """Ask for the displays until ``test(displays[key])`` holds; return all of them."""
+        deadline = time.monotonic() + timeout
+        shown: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            shown = self.displays()
+            if key in shown and test(shown[key]):
+                return shown
+            time.sleep(every)
+        raise AssertionError(f"display {key!r} never passed the test; it shows {shown.get(key)!r}")
+
+    def count(self, pattern: str, since: int = 0) -> int:
+        """How many lines at index >= ``since`` match ``pattern``."""
+        regex = re.compile(pattern)
+        with self._cond:
+            return sum(1 for line in self.lines[since:] if regex.search(line))
 
     def bad_lines(self) -> list[str]:
         """Lines of Pd's log that mean something went wrong in Pd itself."""
@@ -349,6 +392,8 @@ class FakeServer:
             self._error(client, "osc", f"unknown address {address}")
         elif name == "hello":
             self.reply_to = (client[0], int(args[0]))
+            if self.state["checkpoint"]:  # docs/osc.md: the model first, then ready
+                self._send(client, "/ddsp/loaded", self.state["checkpoint"], "2.x", 16000)
             self._send(client, "/ddsp/ready", "fake-0.1", self.state["checkpoint"])
         elif name == "ping":
             self._send(client, "/ddsp/pong")
@@ -407,6 +452,9 @@ class FakeServer:
             return
         self.state["input"] = path
         self._send(client, "/ddsp/state", "input", path)
+        shown = pd_readable(path)
+        if shown is not None:
+            self._send(client, "/ddsp/input_wav", path, shown.frames, shown.sample_rate)
 
     def _list_checkpoints(self, client: tuple[str, int]) -> None:
         self._send(client, "/ddsp/checkpoints_begin", len(self.checkpoints))
@@ -459,11 +507,23 @@ class FakeServer:
         sf.write(path, out, rate, subtype="FLOAT")
         self._send(client, "/ddsp/done", str(path), n, rate, float(gain_db))
 
+    def _shown_input(self, client: tuple[str, int], audio: np.ndarray, rate: int) -> None:
+        """``/ddsp/input_wav``: the input itself if Pd reads it, else a mono float WAV copy."""
+        path = str(self.state["input"])
+        shown = pd_readable(path)
+        if shown is None:
+            copy = self.output_dir / "fake-input.wav"
+            sf.write(copy, audio, rate, subtype="FLOAT")
+            self._send(client, "/ddsp/input_wav", str(copy), len(audio), rate)
+        else:
+            self._send(client, "/ddsp/input_wav", path, shown.frames, shown.sample_rate)
+
     def _features(self, client: tuple[str, int]) -> None:
         loaded = self._input_audio(client)
         if loaded is None:
             return
         audio, in_rate = loaded
+        self._shown_input(client, audio, in_rate)
         frames = max(1, int(len(audio) / in_rate * FRAME_RATE))
         t = np.arange(frames) / FRAME_RATE
         f0 = 220 + 10 * np.sin(2 * np.pi * 5 * t)
@@ -487,6 +547,25 @@ def _decode(data: bytes) -> tuple[str, list[object]] | None:
     return message.address, list(message.params)
 
 
+def osc_status(port: int, *, timeout: float = 10.0) -> dict[str, object]:
+    """``/ddsp/status`` of the server on ``port``, as a dict (until ``state end``)."""
+    state: dict[str, object] = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.5)
+        sock.sendto(_osc_message("/ddsp/status", ()), ("127.0.0.1", port))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                decoded = _decode(sock.recv(65536))
+                if decoded and decoded[0] == "/ddsp/state":
+                    key, value = decoded[1][0], decoded[1][1]
+                    if key == "end":
+                        return state
+                    state[str(key)] = value
+    raise AssertionError(f"no /ddsp/status from the server on port {port}: {state}")
+
+
 class RealServer:
     """``ddsp-pd serve`` in a subprocess, for the end-to-end test."""
 
@@ -496,14 +575,14 @@ class RealServer:
         self,
         port: int,
         output_dir: Path,
-        checkpoint: Path,
+        checkpoint: Path | None,
         log_path: Path,
         *,
         checkpoint_dirs: tuple[Path, ...] = (),
     ) -> None:
         self.port = port
         self.output_dir = output_dir
-        self.checkpoint = checkpoint
+        self.checkpoint = checkpoint  # None: the server's default model
         self.checkpoint_dirs = checkpoint_dirs
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -513,11 +592,13 @@ class RealServer:
         """Start the server and wait until it answers ``/ddsp/ping``."""
         cmd = [sys.executable, "-c", "from ddsp_pd.cli import main; main()", "serve"]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
-        cmd += ["--checkpoint", str(self.checkpoint), "--output-dir", str(self.output_dir)]
+        if self.checkpoint is not None:
+            cmd += ["--checkpoint", str(self.checkpoint)]
+        cmd += ["--output-dir", str(self.output_dir)]
         for folder in self.checkpoint_dirs:
             cmd += ["--checkpoint-dir", str(folder)]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind(("127.0.0.1", 0))
@@ -552,6 +633,19 @@ class RealServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def kill(self) -> None:
+        """End the server at once (SIGKILL), as a crash would: it replies nothing more."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def status(self, timeout: float = 10.0) -> dict[str, object]:
+        """The server's whole state (``/ddsp/status`` from a socket that never said hello)."""
+        return osc_status(self.port, timeout=timeout)
 
     def __enter__(self) -> RealServer:
         return self.start()

@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.pd, pytest.mark.skipif(PD is None, reason=PD_MISSING)]
 
 PD_RATE = 48000
 
+
 @pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.slow)])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeServer | RealServer]:
     """The server the patch talks to: the fake one, or ``ddsp-pd serve`` itself."""

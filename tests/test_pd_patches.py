@@ -26,6 +26,7 @@ from pd_harness import (
     PdSession,
     free_udp_port,
     pd_boxes,
+    pd_records,
     pd_with_server,
     run_pd_batch,
 )
@@ -136,6 +137,13 @@ def _pool(paths: list[Path], bus_of: dict[Path, str]) -> dict[str, set[str]]:
                 continue
             name = name.replace("\\$0", bus_of[path]).replace("\\$1", "BUS")
             pool[role].add(name)
+        # [ddsp.show BUS KEY WIDTH LINES] listens on BUS-show.KEY and sets the labels of the
+        # [cnv]s BUS-show.KEY.1 .. LINES (names it builds itself, so they are added here).
+        for kind, args in pd_boxes(path):
+            if kind == "obj" and args[:1] == ["ddsp.show"] and len(args) >= 5:
+                bus = args[1].replace("\\$0", bus_of[path]).replace("\\$1", "BUS")
+                pool["receive"].add(f"{bus}-show.{args[2]}")
+                pool["send"].update(f"{bus}-show.{args[2]}.{i}" for i in range(1, int(args[4]) + 1))
     return pool
 
 
@@ -445,3 +453,62 @@ def test_player_plays_at_the_array_rate(tmp_path: Path, file_rate: int) -> None:
     # < 2e-3 in amplitude for these tones; a one-point shift would be 2e-2.
     start, stop = 441, n - 3
     np.testing.assert_allclose(played[::step][start:stop], signal[start:stop], atol=2e-3)
+
+
+# ------------------------------------------------------------------------------------------
+# layout: readable on a 1366 x 768 screen, nothing but controls and displays in view
+
+
+def _top_level(path: Path) -> list[list[str]]:
+    """The records of a patch's own canvas (subpatch contents left out, their boxes kept)."""
+    depth, top = 0, []
+    for rec in pd_records(path)[1:]:
+        if rec[:2] == ["#N", "canvas"]:
+            depth += 1
+        elif rec[:2] == ["#X", "restore"]:
+            depth -= 1
+            if depth == 0:
+                top.append(rec)
+        elif depth == 0:
+            top.append(rec)
+    return top
+
+
+@pytest.mark.parametrize("path", [MAIN_PATCH, *HELP_FILES], ids=lambda p: p.name)
+def test_windows_fit_a_small_laptop_screen(path: Path) -> None:
+    """1366 x 768 less a title bar, Pd's menu bar and a panel: at most about 1340 x 660."""
+    first = pd_records(path)[0]
+    width, height = int(first[4]), int(first[5])
+    assert width <= 1340 and height <= 660, (width, height)
+    for rec in _top_level(path):
+        if rec[:2] in (["#X", "obj"], ["#X", "msg"], ["#X", "text"], ["#X", "restore"]) or (
+            rec[0] == "#X" and rec[1] in ("floatatom", "symbolatom")
+        ):
+            x, y = int(rec[2]), int(rec[3].rstrip(",;"))
+            assert 0 <= x < width - 40 and 0 <= y < height - 20, (path.name, rec[:6])
+
+
+# What the main patch may show: controls, displays, graphs, text, abstractions, subpatches.
+SHOWN = {"bng", "tgl", "hsl", "vsl", "nbx", "cnv", "vu", "hradio", "vradio", "declare"}
+
+
+def test_the_main_patch_shows_no_plumbing() -> None:
+    shown = []
+    for rec in _top_level(MAIN_PATCH):
+        if rec[:2] == ["#X", "msg"] or rec[:2] == ["#X", "connect"]:
+            shown.append(" ".join(rec[1:6]))
+        elif rec[:2] == ["#X", "obj"]:
+            cls = rec[4].rstrip(";")
+            if cls not in SHOWN and cls not in OUR_CLASSES:
+                shown.append(" ".join(rec[4:6]))
+    assert not shown, f"plumbing in the main patch's view: {shown}"
+
+
+def test_the_sections_read_in_order() -> None:
+    """Sections 1) .. 7) run down the columns (left, middle, right) in order."""
+    found = {}
+    for rec in _top_level(MAIN_PATCH):
+        if rec[:2] == ["#X", "text"] and re.fullmatch(r"[1-7]\)", rec[4]):
+            found[int(rec[4][0])] = (int(rec[2]) // 440, int(rec[3]))
+    assert sorted(found) == list(range(1, 8))
+    assert sorted(found, key=found.__getitem__) == list(range(1, 8)), found

@@ -26,8 +26,10 @@ from ddsp_pd.server.engine import (
     adjusted_args,
     feature_channels,
     model_info,
+    render_with_progress,
     transfer_settings,
 )
+from ddsp_pd.server.input_copy import InputCopies, pd_readable
 from ddsp_pd.server.outputs import OutputFolder
 from ddsp_pd.server.replies import ReplySender, Target
 from ddsp_pd.server.state import (
@@ -44,6 +46,11 @@ log = logging.getLogger(__name__)
 
 #: Silence after each ``/ddsp/checkpoint_entry`` so a long list never floods Pd's buffer.
 LIST_PAUSE_S = 0.002
+#: What a render or a features file needs first; the words a patch can show as they are.
+NO_INPUT = "no input file chosen yet"
+NO_CHECKPOINT = "no checkpoint loaded yet"
+#: Frames per second assumed for a clip's length when no model info is at hand (ddsp's 250).
+FRAME_RATE_GUESS = 250.0
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -87,15 +94,15 @@ def check_input_file(raw: str, roots: PathRoots | None = None) -> Path:
     path = located
     try:
         if not path.is_file():
-            raise InputError(f"input is not a file: {_short(raw)}")
+            raise InputError(f"{_short(raw)} is not a file")
         info = sf.info(str(path))
     except InputError:
         raise
     except (OSError, ValueError, RuntimeError, sf.LibsndfileError) as exc:
         reason = " ".join(str(exc).split())[:120] or type(exc).__name__
-        raise InputError(f"input {_short(raw)} is not a readable audio file ({reason})") from exc
+        raise InputError(f"{_short(raw)} is not a readable audio file ({reason})") from exc
     if info.frames <= 0:
-        raise InputError(f"input {_short(raw)} is empty (0 samples)")
+        raise InputError(f"{_short(raw)} is empty (0 samples)")
     return path
 
 
@@ -130,6 +137,8 @@ class Handlers:
         self.own_address: Target | None = None
         #: Addresses that reach this machine (the server's own replies come from one of them).
         self.local_hosts: set[str] = {"127.0.0.1", "::1", "localhost"}
+        #: WAV copies of inputs Pd cannot read (FLAC, MP3, ...), made once per input.
+        self.input_copies = InputCopies()
 
     # --- where replies go ---------------------------------------------------------------------
     def target_for(self, sender: Target) -> Target:
@@ -225,8 +234,11 @@ class Handlers:
             raise OscError(f"/ddsp/hello: port {port} is the server's own port")
         target = self.clients.hello(sender, port)
         with self.worker.lock:
-            name = self.state.model.name if self.state.model else ""
-        self.send(target, "/ddsp/ready", __version__, name)
+            model = self.state.model
+        if model is not None:
+            # Before ready, so a client knows the model's era and rate from the start.
+            self.send(target, "/ddsp/loaded", model.name, model.era, model.sample_rate)
+        self.send(target, "/ddsp/ready", __version__, model.name if model else "")
 
     def ping(self, sender: Target) -> None:
         """Answer ``/ddsp/pong``."""
@@ -257,9 +269,13 @@ class Handlers:
         """Choose the input file (checked now); always a change, as it may have been re-recorded."""
         path = check_input_file(raw, self.roots)
         target = self.target_for(sender)
+        shown = pd_readable(path)
         with self.worker.lock:
             self.state.input_path = path
             self.send_all(target, "/ddsp/state", "input", str(path))
+            if shown is not None:
+                # Pd reads this file itself; other formats get a copy with the features.
+                self.send_all(target, "/ddsp/input_wav", str(path), shown.frames, shown.sample_rate)
             self.worker.changed(target if self._auto_ready() else None)
 
     def choose_checkpoint(self, sender: Target, raw: str) -> None:
@@ -315,9 +331,9 @@ class Handlers:
 
     def _check_renderable(self) -> None:
         if self.state.input_path is None:
-            raise InputError("no input file chosen: send /ddsp/input PATH first")
+            raise InputError(NO_INPUT)
         if self.state.model is None and not self.worker.load_pending:
-            raise CheckpointError("no checkpoint loaded: send /ddsp/checkpoint NAME_OR_PATH first")
+            raise CheckpointError(NO_CHECKPOINT)
 
     def _auto_ready(self) -> bool:
         return (
@@ -363,9 +379,9 @@ class Handlers:
 
     def _model_for(self, params: RenderParams) -> Any:
         if params.input_path is None:
-            raise InputError("no input file chosen: send /ddsp/input PATH first")
+            raise InputError(NO_INPUT)
         if params.checkpoint_path is None:
-            raise CheckpointError("no checkpoint loaded: send /ddsp/checkpoint NAME_OR_PATH first")
+            raise CheckpointError(NO_CHECKPOINT)
         return self.engine.load_model(params.checkpoint_path)
 
     def run_features(self, job: FeaturesJob) -> None:
@@ -374,6 +390,11 @@ class Handlers:
             with self.worker.lock:
                 params = self.state.params()
                 info = self.state.model
+            if params.input_path is not None:
+                # The input itself, or a WAV copy of a format Pd cannot read (made once).
+                copy = self.input_copies.shown(params.input_path, self.outputs.write)
+                shown = (str(copy.path), copy.frames, copy.sample_rate)
+                self.send(job.target, "/ddsp/input_wav", *shown)
             loaded = self._model_for(params)
             assert info is not None
             features, _rate = self.engine.features_for(params.input_path, loaded)
@@ -402,10 +423,15 @@ class Handlers:
             progress("load", 1.0)
             if should_stop():
                 raise CancelledError("render superseded")
-            result = self.engine.render(
+            assert job.params.input_path is not None
+            with self.worker.lock:
+                info = self.state.model
+            result = render_with_progress(
+                self.engine,
                 loaded,
                 self.settings_factory(job.params),
                 input_path=job.params.input_path,
+                frame_rate=info.frame_rate if info is not None else FRAME_RATE_GUESS,
                 progress=progress,
                 should_stop=should_stop,
             )

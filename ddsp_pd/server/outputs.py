@@ -1,7 +1,8 @@
 """The server's output folder: unique names, atomic writes, and pruning of old results.
 
-Only files the server names itself (``render-*.wav``, ``features-*.wav`` and their temporary
-files) are ever deleted, so pointing ``--output-dir`` at a folder with other files is safe.
+Only files the server names itself (``render-*.wav``, ``features-*.wav``, ``input-*.wav`` and
+their temporary files) are ever deleted, so pointing ``--output-dir`` at a folder with other
+files is safe.
 Temporary files name the process that writes them; at start, those of processes that no
 longer run are the remains of a killed write and are removed at once.
 """
@@ -26,10 +27,10 @@ log = logging.getLogger(__name__)
 
 #: Results of each kind kept in the folder; older ones are deleted after each write.
 DEFAULT_KEEP = 20
-KINDS = ("render", "features")
-_NAME = re.compile(r"^(render|features)-\d{8}-\d{6}-\d{3}-\d+-\d{4,}\.wav$")
+KINDS = ("render", "features", "input")
+_NAME = re.compile(r"^(render|features|input)-\d{8}-\d{6}-\d{3}-\d+-\d{4,}\.wav$")
 # audio_io's temporary names: ".<final name>.<pid of the writer>.<hex>.tmp"
-_TMP = re.compile(r"^\.(render|features)-.*\.wav\.(\d+)\.[0-9a-f]+\.tmp$")
+_TMP = re.compile(r"^\.(render|features|input)-.*\.wav\.(\d+)\.[0-9a-f]+\.tmp$")
 #: Temporary files older than this (seconds) are removed even if their writer seems to run
 #: (its pid may have been reused since).
 STALE_TMP_S = 3600.0
