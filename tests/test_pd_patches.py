@@ -204,6 +204,20 @@ def test_patch_loads_cleanly(path: Path) -> None:
     assert not bad, f"{path.name}: {bad}"
 
 
+#: What must not happen when an abstraction is opened on its own, without its arguments
+#: (a user double-clicking it): broken objects, errors, messages to arrays that do not exist.
+STANDALONE_BAD = re.compile(r"couldn't create|^error: |connection failed")
+
+
+@pytest.mark.parametrize("path", ABSTRACTION_FILES, ids=lambda p: p.name)
+@pytest.mark.pd
+@pytest.mark.skipif(PD is None, reason=PD_MISSING)
+def test_abstraction_opened_on_its_own_loads_without_errors(path: Path) -> None:
+    lines = run_pd_batch(path)
+    bad = [line for line in lines if STANDALONE_BAD.search(line)]
+    assert not bad, f"{path.name}: {bad}"
+
+
 # ------------------------------------------------------------------------------------------
 # the patch's logic, against the fake server
 
