@@ -107,7 +107,19 @@ def test_a_tone_played_into_the_stream_comes_out_as_the_model_playing_it(jack_se
             client.connect(out_port, "PortAudio:in_0")
             client.connect("PortAudio:out_0", in_port)
             recorded.clear()
-            time.sleep(3.0)
+            # Wait for the model's answer (a fresh clone compiles its kernels first), then
+            # keep recording for 3 s of it.
+            onset = None
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline:
+                time.sleep(0.25)
+                if onset is None:
+                    chunks = list(recorded)
+                    loud = [i for i, c in enumerate(chunks) if np.sqrt(np.mean(c**2)) > 1e-3]
+                    if loud:
+                        onset, heard_since = loud[0], time.monotonic()
+                elif time.monotonic() - heard_since > 3.0:
+                    break
         proc.terminate()  # ddsp-pd live stops cleanly on SIGTERM, as on Ctrl-C
         _, err = proc.communicate(timeout=30)
     finally:
@@ -115,7 +127,8 @@ def test_a_tone_played_into_the_stream_comes_out_as_the_model_playing_it(jack_se
             proc.kill()
     assert proc.returncode == 0, err
     assert "real-time factor" in err and "dropouts" in err
-    audio = np.concatenate(recorded).astype(np.float32)
+    assert onset is not None, f"nothing came out of the stream in 40 s: {err}"
+    audio = np.concatenate(recorded[onset:]).astype(np.float32)
     assert audio.size > 2 * RATE
     heard = audio[RATE // 2 :]  # after the model has settled on the tone
     assert np.sqrt(np.mean(heard**2)) > 1e-3

@@ -101,6 +101,21 @@ def test_a_full_input_queue_drops_blocks_and_counts_overruns():
         runner.stop()
 
 
+def test_after_a_stall_that_overflows_the_queue_the_stream_plays_again():
+    """A worker stuck long enough for input blocks to be dropped (a fresh install compiling
+    its kernels) must come back with the same slack, not play silence for ever."""
+    block, n = 32, 220
+    blocks = [np.full(block, k + 1, np.float32) for k in range(n)]
+    engine = _EchoEngine(slow={0}, delay=0.3)  # 0.3 s at 2 ms per block: far over the queue
+    with LiveRunner(engine, block, buffer_blocks=2, limit_threads=False) as runner:
+        out = _paced(runner, blocks, 0.002)
+        runner.wait_idle(2.0)
+    assert runner.overruns > 0
+    values = [float(o[0]) for o in out]
+    # Long after the stall, block k plays what went in 2 blocks earlier again.
+    assert values[-5:] == [float(k - 1) for k in range(n - 5, n)]
+
+
 def test_file_mode_through_the_runner_has_the_runner_latency():
     engine = _EchoEngine()
     x = np.random.default_rng(0).standard_normal(16000).astype(np.float32)

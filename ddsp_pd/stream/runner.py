@@ -121,6 +121,14 @@ class LiveRunner:
         stats = self.engine.stats
         if len(self._inputs) >= MAX_QUEUED_BLOCKS:
             stats.overruns += 1
+            # This block will never produce an output, so its slot must not consume one:
+            # otherwise every overrun takes one block of slack away for good, and after a
+            # long stall the stream plays nothing but dropouts.
+            with self._debt_lock:
+                if self._debt > 0:
+                    self._debt -= 1  # one late output fewer to discard; its slot goes on
+                else:
+                    return np.zeros(len(block), np.float32)
         else:
             self._inputs.append(np.array(block, np.float32).reshape(-1))
             self._submitted += 1
