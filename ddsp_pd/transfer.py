@@ -53,6 +53,10 @@ PREPARED_CACHE_BYTES = 64 << 20
 #: Clips longer than this many frames (2 minutes at 250 frames/s) are rendered block by
 #: block with bounded memory and without the decoder-output cache.
 LONG_RENDER_FRAMES = 30000
+#: Fractions of the model stage reported after the decoder and after synthesis (in-memory
+#: renders; long ones report per block), roughly their share of its time.
+MODEL_PROGRESS_DECODED = 0.6
+MODEL_PROGRESS_SYNTHESISED = 0.9
 
 ProgressFn = Callable[[str, float], None]
 StopFn = Callable[[], bool]
@@ -428,8 +432,11 @@ class Engine:
                 loaded, adjusted.f0_hz, adjusted.level_db, keep_controls
             )
             _check(should_stop)
+            # The decoder is most of the model stage; say so, so a progress bar moves.
+            report("model", MODEL_PROGRESS_DECODED)
             audio = synthesis.render_prepared(prepared, model.synth, seed=settings.seed)
             controls = prepared.controls
+            report("model", MODEL_PROGRESS_SYNTHESISED)
         _check(should_stop)
         out_rate = int(settings.sample_rate or input_rate)
         if out_rate != model.sample_rate:

@@ -195,6 +195,24 @@ def test_new_seed_reuses_the_decoder_and_a_control_change_does_not(
     assert len(calls) == 2  # the decoder's input changed
 
 
+def test_progress_moves_inside_the_model_stage_of_a_short_render(engine_and_model, tmp_path):
+    """Short clips render in one go; the model stage still reports the decoder and the
+    synthesis done, in order, so a progress bar moves inside it."""
+    engine, loaded = engine_and_model
+    seen: list[tuple[str, float]] = []
+    engine.render(
+        loaded,
+        _settings(),
+        features_path=_features_file(tmp_path),
+        progress=lambda stage, fraction: seen.append((stage, fraction)),
+    )
+    model = [f for stage, f in seen if stage == "model"]
+    assert model[0] == 0.0 and model[-1] == 1.0
+    assert any(0.0 < f < 1.0 for f in model), seen
+    assert model == sorted(model)
+    assert [stage for stage, _ in seen][:2] == ["features", "controls"]
+
+
 def test_cache_keeps_within_its_byte_budget(tmp_path):
     from ddsp_pd.transfer import Engine
 
