@@ -401,6 +401,38 @@ def _check(name: str, from_gin: Any, from_vars: int, notes: list[str]) -> int:
 # -------------------------------------------------------------------- from gin
 
 
+
+def _decoder_sizes(
+    shapes: Mapping[str, Sequence[int]],
+    stack_name: str,
+    rnn_name: str,
+    from_gin: tuple[Any, Any, Any],
+    output_splits: Sequence[tuple[str, int]],
+    notes: list[str],
+) -> tuple[int, int, int]:
+    """The decoder's ``ch``, ``layers_per_stack`` and ``rnn_channels``, checked against the
+    variable shapes (a size the gin lacks is taken from them), and its output width checked
+    against ``output_splits``."""
+    ch, layers_per_stack, rnn_channels = from_gin
+    layers = _stack_layers(shapes, stack_name)
+    if not layers:
+        raise CheckpointError(f"checkpoint has no layers in {stack_name}")
+    ch = _check("RnnFcDecoder.ch", ch, layers[0][-1], notes)
+    layers_per_stack = _check("RnnFcDecoder.layers_per_stack", layers_per_stack, len(layers), notes)
+    recurrent = shapes[f"{rnn_name}/recurrent_kernel"]
+    rnn_channels = _check("RnnFcDecoder.rnn_channels", rnn_channels, recurrent[0], notes)
+    dense_out = shapes.get("decoder/dense_out/kernel")
+    if dense_out is None:
+        raise CheckpointError("checkpoint has no decoder/dense_out layer")
+    total = sum(size for _, size in output_splits)
+    if int(dense_out[-1]) != total:
+        raise CheckpointError(
+            f"gin output_splits sum to {total} but the checkpoint's dense_out has "
+            f"{dense_out[-1]} outputs"
+        )
+    return ch, layers_per_stack, rnn_channels
+
+
 def _dag(bindings: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
     dag = lookup(bindings, "ProcessorGroup", "dag")
     if dag is None:
@@ -526,24 +558,10 @@ def config_from_gin(
     reverb_ir_name = "processor_group/reverb/ir" if reverb_index is not None else None
     if shapes is not None:
         stack_names, rnn_name, reverb_ir_name = _find_layout(shapes, input_keys, reverb_index)
-        layers = _stack_layers(shapes, stack_names[0])
-        if not layers:
-            raise CheckpointError(f"checkpoint has no layers in {stack_names[0]}")
-        ch = _check("RnnFcDecoder.ch", ch, layers[0][-1], notes)
-        layers_per_stack = _check(
-            "RnnFcDecoder.layers_per_stack", layers_per_stack, len(layers), notes
-        )
-        recurrent = shapes[f"{rnn_name}/recurrent_kernel"]
-        rnn_channels = _check("RnnFcDecoder.rnn_channels", rnn_channels, recurrent[0], notes)
-        dense_out = shapes.get("decoder/dense_out/kernel")
-        if dense_out is None:
-            raise CheckpointError("checkpoint has no decoder/dense_out layer")
-        total = sum(size for _, size in output_splits)
-        if int(dense_out[-1]) != total:
-            raise CheckpointError(
-                f"gin output_splits sum to {total} but the checkpoint's dense_out has "
-                f"{dense_out[-1]} outputs"
-            )
+        ch, layers_per_stack, rnn_channels = _decoder_sizes(
+            shapes, stack_names[0], rnn_name, (ch, layers_per_stack, rnn_channels),
+            output_splits, notes,
+        )  # fmt: skip
         if reverb_index is not None:
             if reverb_ir_name is None:
                 raise CheckpointError("gin config has a Reverb but the checkpoint has no reverb ir")
@@ -720,24 +738,10 @@ def _vst_config_from_gin(
     magnitudes_name = "processor_group/reverb/magnitudes" if has_reverb else None
     if shapes is not None:
         stack_names, rnn_name, _ = _find_layout(shapes, input_keys, None)
-        layers = _stack_layers(shapes, stack_names[0])
-        if not layers:
-            raise CheckpointError(f"checkpoint has no layers in {stack_names[0]}")
-        ch = _check("RnnFcDecoder.ch", ch, layers[0][-1], notes)
-        layers_per_stack = _check(
-            "RnnFcDecoder.layers_per_stack", layers_per_stack, len(layers), notes
-        )
-        recurrent = shapes[f"{rnn_name}/recurrent_kernel"]
-        rnn_channels = _check("RnnFcDecoder.rnn_channels", rnn_channels, recurrent[0], notes)
-        dense_out = shapes.get("decoder/dense_out/kernel")
-        if dense_out is None:
-            raise CheckpointError("checkpoint has no decoder/dense_out layer")
-        total = sum(size for _, size in output_splits)
-        if int(dense_out[-1]) != total:
-            raise CheckpointError(
-                f"gin output_splits sum to {total} but the checkpoint's dense_out has "
-                f"{dense_out[-1]} outputs"
-            )
+        ch, layers_per_stack, rnn_channels = _decoder_sizes(
+            shapes, stack_names[0], rnn_name, (ch, layers_per_stack, rnn_channels),
+            output_splits, notes,
+        )  # fmt: skip
         if has_reverb:
             magnitudes_name = _find_magnitudes(shapes, bindings)
             grid = shapes[magnitudes_name]

@@ -530,6 +530,27 @@ class AdjustedControls:
         return self.level_db
 
 
+
+def _snap_to_scale(
+    f0_hz: np.ndarray, conf: np.ndarray, mask_on: np.ndarray, amount: float
+) -> tuple[NDArray[np.float32], float]:
+    """Autotune: f0 moved ``amount`` of the way to the best-fitting major scale, and the
+    tuning factor found on the way."""
+    midi = hz_to_midi(f0_hz)
+    tuning = tuning_factor(midi, conf, mask_on)
+    tuned = auto_tune(midi, tuning, mask_on, amount=amount)
+    return _clip_f0(midi_to_hz(tuned).astype(np.float32)), tuning
+
+
+def _manual_controls(
+    f0_hz: np.ndarray, level_db: np.ndarray, conf: np.ndarray, settings: ControlSettings
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """The user's own shifts (level in dB, octave), then the confidence gate, applied last."""
+    level_db = shift_loudness(level_db, settings.loudness_db)
+    f0_hz = shift_octave(f0_hz, settings.octave)
+    return confidence_gate(f0_hz, conf, settings.confidence), level_db
+
+
 def apply_controls(
     f0_hz: ArrayLike,
     f0_confidence: ArrayLike,
@@ -584,14 +605,9 @@ def apply_controls(
             assert ld_norm is not None
             ld = apply_quiet(ld_norm, mask_on, note_on_value, settings.quiet)
             if settings.autotune > 0:
-                midi = hz_to_midi(f0)
-                tuning = tuning_factor(midi, conf, mask_on)
-                tuned = auto_tune(midi, tuning, mask_on, amount=settings.autotune)
-                f0 = _clip_f0(midi_to_hz(tuned).astype(np.float32))
+                f0, tuning = _snap_to_scale(f0, conf, mask_on, settings.autotune)
 
-    ld = shift_loudness(ld, settings.loudness_db)
-    f0 = shift_octave(f0, settings.octave)
-    f0 = confidence_gate(f0, conf, settings.confidence)
+    f0, ld = _manual_controls(f0, ld, conf, settings)
 
     report = AdjustReport(
         adjust_requested=bool(settings.adjust),
@@ -843,14 +859,9 @@ def apply_power_controls(
             f0 = shift_octave(f0, auto_octave)
             pw = apply_quiet(adjustment.power_db, mask_on, note_on_value, settings.quiet)
             if settings.autotune > 0:
-                midi = hz_to_midi(f0)
-                tuning = tuning_factor(midi, conf, mask_on)
-                tuned = auto_tune(midi, tuning, mask_on, amount=settings.autotune)
-                f0 = _clip_f0(midi_to_hz(tuned).astype(np.float32))
+                f0, tuning = _snap_to_scale(f0, conf, mask_on, settings.autotune)
 
-    pw = shift_loudness(pw, settings.loudness_db)
-    f0 = shift_octave(f0, settings.octave)
-    f0 = confidence_gate(f0, conf, settings.confidence)
+    f0, pw = _manual_controls(f0, pw, conf, settings)
 
     report = AdjustReport(
         adjust_requested=bool(settings.adjust),
