@@ -206,3 +206,44 @@ def test_bad_checkpoint_and_input_keep_serving(served, clip: Path, tmp_path: Pat
     client.request("/ddsp/input", str(clip), reply="/ddsp/state")
     client.request("/ddsp/render", reply="/ddsp/done", timeout=RENDER_TIMEOUT)
     settle(service, client, RENDER_TIMEOUT)
+
+
+@needs_fixtures
+def test_long_input_renders_block_by_block(
+    served, engine: Engine, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An input over the long-input threshold goes through the block-wise file render (flat
+    memory): the in-memory render is never called, and the file equals a direct block-wise
+    render of the same input with the same settings."""
+    from ddsp_pd import longform
+
+    monkeypatch.setattr(longform, "LONG_INPUT_SECONDS", CLIP_SECONDS / 2)
+
+    def in_memory(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the in-memory render ran for a long input")
+
+    _, client = served
+    client.request("/ddsp/input", str(clip), reply="/ddsp/state")
+    monkeypatch.setattr(engine, "render", in_memory)
+    start = client.mark()
+    client.send("/ddsp/render")
+    done = client.wait_for("/ddsp/done", start, RENDER_TIMEOUT)
+    assert not client.since(start, "/ddsp/error")
+    path, frames, rate, _gain = done.args
+    audio, file_rate = sf.read(path, dtype="float32")
+    loaded = engine.load_model(REFERENCE_CHECKPOINT)
+    direct = longform.render_file(
+        engine,
+        loaded,
+        transfer_settings(_params(clip)),
+        tmp_path / "direct.wav",
+        "WAV",
+        "FLOAT",
+        input_path=clip,
+        threshold=CLIP_SECONDS / 2,
+    )
+    assert direct.blockwise
+    expected, _ = sf.read(str(direct.path), dtype="float32")
+    assert file_rate == rate == direct.sample_rate
+    assert frames == len(audio) == len(expected)
+    np.testing.assert_allclose(audio, expected, atol=AUDIO_ATOL)

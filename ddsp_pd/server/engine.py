@@ -208,3 +208,46 @@ def render_with_progress(
     return engine.render(
         loaded, settings, input_path=input_path, progress=progress, should_stop=should_stop
     )
+
+
+def render_long_input(
+    engine: RenderEngine,
+    loaded: Any,
+    settings: Any,
+    *,
+    input_path: str | Path,
+    output: Path,
+    progress: ProgressFn,
+    should_stop: StopFn,
+) -> Any | None:
+    """Render a long input file straight into ``output`` (a 32-bit float WAV), block by
+    block, so the server's memory stays flat however long the input is.
+
+    Returns the :class:`ddsp_pd.longform.FileRenderResult`, or None when the input is short
+    enough for the in-memory path (or the engine is not ddsp-pd's own), which the caller
+    then takes. A failed or cancelled render leaves no file behind.
+    """
+    from ddsp_pd import longform, transfer
+
+    if not isinstance(engine, transfer.Engine):
+        return None
+    try:
+        seconds = longform.input_seconds(loaded.model, input_path)
+    except Exception:
+        return None  # the in-memory path reports the problem in its own words
+    # Read at call time, so a test can lower the threshold.
+    threshold = longform.LONG_INPUT_SECONDS
+    if not longform.use_blocks(seconds, threshold):
+        return None
+    return longform.render_file(
+        engine,
+        loaded,
+        settings,
+        output,
+        "WAV",
+        "FLOAT",
+        input_path=input_path,
+        progress=progress,
+        should_stop=should_stop,
+        threshold=threshold,
+    )

@@ -26,6 +26,7 @@ from ddsp_pd.server.engine import (
     adjusted_args,
     feature_channels,
     model_info,
+    render_long_input,
     render_with_progress,
     transfer_settings,
 )
@@ -426,20 +427,42 @@ class Handlers:
             assert job.params.input_path is not None
             with self.worker.lock:
                 info = self.state.model
-            result = render_with_progress(
+            settings = self.settings_factory(job.params)
+            # A long input is rendered and written block by block (flat memory).
+            written = render_long_input(
                 self.engine,
                 loaded,
-                self.settings_factory(job.params),
+                settings,
                 input_path=job.params.input_path,
-                frame_rate=info.frame_rate if info is not None else FRAME_RATE_GUESS,
+                output=self.outputs.new_path("render"),
                 progress=progress,
                 should_stop=should_stop,
             )
-            if should_stop():
-                raise CancelledError("render superseded")
-            progress("write", 0.0)
-            path = self.outputs.write("render", result.audio, result.sample_rate)
-            progress("write", 1.0)
+            if written is not None:
+                result = written
+                path = written.path
+                frames = int(written.frames)
+                self.outputs.prune("render")
+                if should_stop():
+                    path.unlink(missing_ok=True)
+                    raise CancelledError("render superseded")
+                progress("write", 1.0)
+            else:
+                result = render_with_progress(
+                    self.engine,
+                    loaded,
+                    settings,
+                    input_path=job.params.input_path,
+                    frame_rate=info.frame_rate if info is not None else FRAME_RATE_GUESS,
+                    progress=progress,
+                    should_stop=should_stop,
+                )
+                if should_stop():
+                    raise CancelledError("render superseded")
+                progress("write", 0.0)
+                path = self.outputs.write("render", result.audio, result.sample_rate)
+                frames = len(result.audio)
+                progress("write", 1.0)
         except CancelledError:
             log.debug("render of generation %d stopped", job.generation)
             return
@@ -451,8 +474,6 @@ class Handlers:
             if not reported and not isinstance(exc, DdspPdError):
                 log.error("superseded render failed", exc_info=exc)
             return
-
-        frames = len(result.audio)
 
         def report() -> None:
             self.send_all(job.target, "/ddsp/adjusted", *adjusted_args(result.adjusted))
