@@ -129,6 +129,25 @@ def test_block_sizes_that_do_and_do_not_divide_the_hop_give_the_same_stream(mode
     assert np.max(np.abs(out - ref)) < 1e-5
 
 
+def test_small_blocks_that_complete_no_step_are_only_held(model):
+    """Blocks too small to complete a model step are held, not resampled or analysed: the
+    input resampler runs once per step, not once per block, and the stream is unchanged."""
+    rate, block = 48000, 64
+    engine = StreamEngine(model, rate, EngineSettings(controls=NO_ADJUST), backend="numpy")
+    calls = []
+    resample = engine._in.process
+    engine._in.process = lambda x: calls.append(x.size) or resample(x)
+    x = _tone(1.0, rate)
+    out = _run(model, x, rate, block, engine=engine)
+    blocks = -(-x.size // block)
+    steps = engine.stats.frames / engine.frames_per_step
+    assert engine.stats.blocks == blocks
+    assert sum(calls) + sum(d.size for d in engine._deferred) == x.size
+    assert len(calls) <= steps + 2 < blocks / 4
+    ref = _run(model, x, rate, 4096, EngineSettings(controls=NO_ADJUST))
+    assert np.max(np.abs(out - ref)) < 1e-5
+
+
 def test_the_fifo_never_runs_dry_and_its_prime_is_the_smallest_that_works(model):
     for rate in (16000, 22050, 48000):
         engine = StreamEngine(model, rate, backend="numpy")
@@ -290,3 +309,18 @@ def test_a_fixture_clip_streams_at_48k_through_a_power_model():
     out = _run(live, x, 48000, 256, settings)
     assert out.size == x.size
     assert np.isfinite(out).all() and np.max(np.abs(out)) > 1e-3
+
+
+@needs_fixtures
+def test_the_auto_step_is_longer_for_large_models(model):
+    """Auto steps: 12 ms worth for the default (3 frames at 250 frames/s), 16 ms worth for a
+    model over 2 M parameters (the solo-size fixture, 4 frames), 1 frame at 50 frames/s;
+    an explicit ``frames_per_step`` wins."""
+    solo = open_live_model(REFERENCE_CHECKPOINT)
+    vst = open_live_model(VST_REFERENCE / "checkpoint")
+    assert model.model.parameter_count < 2_000_000 < solo.model.parameter_count
+    assert StreamEngine(model, 48000, backend="numpy").frames_per_step == 3
+    assert StreamEngine(solo, 48000, backend="numpy").frames_per_step == 4
+    assert StreamEngine(vst, 48000, backend="numpy").frames_per_step == 1
+    fixed = EngineSettings(frames_per_step=2)
+    assert StreamEngine(solo, 48000, fixed, backend="numpy").frames_per_step == 2
