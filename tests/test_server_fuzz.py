@@ -153,4 +153,11 @@ def test_fuzz_then_render(tmp_path: Path) -> None:
         assert len(replies) + limited >= N_MESSAGES * 0.9, "most messages got no answer"
         assert all(set(r.types) <= set("ifs") and r.size <= 2048 for r in replies)
         errors = [r for r in replies if r.address == "/ddsp/error"]
-        assert {r.args[0] for r in errors} <= {"osc", "control", "input", "checkpoint"}
+        assert {r.args[0] for r in errors} <= {
+            "osc",
+            "control",
+            "input",
+            "checkpoint",
+            "stream",
+            "busy",
+        }

@@ -38,6 +38,7 @@ from ddsp_pd.server.osc import Dispatcher
 from ddsp_pd.server.outputs import DEFAULT_KEEP, OutputFolder
 from ddsp_pd.server.replies import ReplySender
 from ddsp_pd.server.state import ModelInfo
+from ddsp_pd.server.streams import DEFAULT_STREAM_EXPIRY, MAX_STREAMS, StreamService
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,9 @@ class ServerConfig:
     #: ``/ddsp/error`` replies per sender: back to back, then per second.
     error_burst: int = DEFAULT_ERROR_BURST
     error_rate: float = DEFAULT_ERROR_RATE
+    #: Live streams open at once at most, and seconds without a block that close one.
+    max_streams: int = MAX_STREAMS
+    stream_expiry: float = DEFAULT_STREAM_EXPIRY
 
 
 def _local_hosts(bound: str) -> set[str]:
@@ -162,6 +166,10 @@ class OscService:
         )
         self.handlers.own_address = self.address
         self.handlers.local_hosts |= _local_hosts(self.config.host)
+        self.streams = StreamService(
+            self.handlers, self.replies, self.config.stream_expiry, self.config.max_streams
+        )
+        self.handlers.streams = self.streams
         self.dispatcher = Dispatcher(self.handlers)
         self._udp._dispatcher = self.dispatcher  # type: ignore[assignment]
         self._thread = threading.Thread(
@@ -207,6 +215,7 @@ class OscService:
         """Serve on background threads."""
         self.replies.start()
         self.handlers.worker.start()
+        self.streams.start()
         self._thread.start()
         self._started = True
         log.info("listening for OSC on udp %s:%d", *self.address)
@@ -220,6 +229,7 @@ class OscService:
             self._udp.shutdown()
             self._thread.join(5.0)
         self.handlers.worker.stop(timeout=5.0)
+        self.streams.stop()
         self.replies.stop()
         self._udp.server_close()
         counts = ", ".join(f"{n} {what}" for what, n in self.dropped().items() if n)

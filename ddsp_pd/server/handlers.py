@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import soundfile as sf
 
@@ -42,6 +42,9 @@ from ddsp_pd.server.state import (
     utf8_len,
 )
 from ddsp_pd.server.worker import FeaturesJob, LoadJob, RenderJob, Worker
+
+if TYPE_CHECKING:
+    from ddsp_pd.server.streams import StreamService
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +143,8 @@ class Handlers:
         self.local_hosts: set[str] = {"127.0.0.1", "::1", "localhost"}
         #: WAV copies of inputs Pd cannot read (FLAC, MP3, ...), made once per input.
         self.input_copies = InputCopies()
+        #: The live streams (set by the service; None: no stream namespace).
+        self.streams: StreamService | None = None
 
     # --- where replies go ---------------------------------------------------------------------
     def target_for(self, sender: Target) -> Target:
@@ -265,6 +270,8 @@ class Handlers:
                 self.send(target, "/ddsp/state", key, self.state.osc_value(key))
             if changed and SETTINGS[key].renders:
                 self.worker.changed(target if self._auto_ready() else None)
+            if changed and self.streams is not None:
+                self.streams.set_control(key, value)
 
     def set_input(self, sender: Target, raw: str) -> None:
         """Choose the input file (checked now); always a change, as it may have been re-recorded."""
@@ -376,6 +383,8 @@ class Handlers:
             self.send_all(job.target, "/ddsp/state", "checkpoint", info.name)
             if not same:
                 self.worker.changed(job.target if self._auto_ready() else None)
+                if self.streams is not None:
+                    self.streams.model_changed()
         log.info("checkpoint %s loaded (%s, %d Hz)", info.name, info.era, info.sample_rate)
 
     def _model_for(self, params: RenderParams) -> Any:

@@ -17,6 +17,21 @@ from pythonosc.osc_packet import OscPacket
 from ddsp_pd.server.handlers import Handlers
 from ddsp_pd.server.replies import Target
 from ddsp_pd.server.state import SETTINGS, OscError, Setting, describe, fmt
+from ddsp_pd.server.streams import (
+    BLOCK_ADDRESS,
+    BLOCK_PREFIX,
+    StreamService,
+    as_block_size,
+    as_mode,
+    as_number,
+    as_rate,
+    as_samples,
+    as_seq,
+    as_stream_error,
+    as_stream_id,
+    decode_block,
+    is_stream_address,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +69,8 @@ class Route:
 
     converters: tuple[Converter, ...]
     handler: Callable[..., None]
+    #: Takes every argument after ``converters`` as one list (then there may be any number).
+    rest: Callable[[str, list[Any]], Any] | None = None
 
 
 def build_routes(handlers: Handlers) -> dict[str, Route]:
@@ -76,7 +93,23 @@ def build_routes(handlers: Handlers) -> dict[str, Route]:
             h.set_control(sender, key, value)
 
         routes[f"/ddsp/{key}"] = Route((_setting_converter(setting),), set_control)
+    if h.streams is not None:
+        routes.update(stream_routes(h.streams))
     return routes
+
+
+def stream_routes(streams: StreamService) -> dict[str, Route]:
+    """The ``/ddsp/stream/*`` namespace and ``/ddsp/note`` (docs/osc.md, "Streams")."""
+    n = as_number
+    return {
+        "/ddsp/stream/open": Route((as_stream_id, as_block_size, as_rate, as_mode), streams.open),
+        BLOCK_ADDRESS: Route((as_stream_id, as_seq), streams.block, rest=as_samples),
+        "/ddsp/stream/close": Route((as_stream_id,), streams.close),
+        "/ddsp/stream/note": Route((as_stream_id, n, n), streams.note),
+        "/ddsp/stream/bend": Route((as_stream_id, n), streams.bend),
+        "/ddsp/stream/adsr": Route((as_stream_id, n, n, n, n), streams.adsr),
+        "/ddsp/note": Route((n, n), streams.note_all),
+    }
 
 
 def _short_address(address: str) -> str:
@@ -104,6 +137,12 @@ class Dispatcher:
             log.debug("ignored a datagram from the server's own address")
             return []
         self.handlers.touch(sender)
+        if data.startswith(BLOCK_PREFIX):
+            # Audio blocks come hundreds a second: decoded with numpy, not argument by argument.
+            block = decode_block(data)
+            if block is not None:
+                self.handle_block(sender, *block)
+                return []
         try:
             messages = decode(data)
         except OscError as exc:
@@ -125,14 +164,36 @@ class Dispatcher:
                     f"{address}: argument type(s) {''.join(refused)!r} not accepted "
                     "(send int, float or string)"
                 )
-            if len(args) != len(route.converters):
-                raise OscError(
-                    f"{address} takes {len(route.converters)} argument(s), got {len(args)}"
-                )
-            values = [conv(address, raw) for conv, raw in zip(route.converters, args, strict=True)]
+            fixed = len(route.converters)
+            if len(args) != fixed and (route.rest is None or len(args) < fixed):
+                raise OscError(f"{address} takes {fixed} argument(s), got {len(args)}")
+            values = [
+                conv(address, raw) for conv, raw in zip(route.converters, args[:fixed], strict=True)
+            ]
+            if route.rest is not None:
+                values.append(route.rest(address, args[fixed:]))
             log.debug("%s %.200s from %s:%s", address, values, *sender)
             route.handler(sender, *values)
         except Exception as exc:
+            self._fail(sender, address, exc)
+
+    def handle_block(self, sender: Target, ident: float, seq: float, samples: Any) -> None:
+        """A ``/ddsp/stream/block`` decoded by :func:`decode_block`; errors become replies."""
+        try:
+            route = self.routes.get(BLOCK_ADDRESS)
+            if route is None:
+                raise OscError(f"unknown address {BLOCK_ADDRESS}")
+            route.handler(
+                sender, as_stream_id(BLOCK_ADDRESS, ident), as_seq(BLOCK_ADDRESS, seq), samples
+            )
+        except Exception as exc:
+            self._fail(sender, BLOCK_ADDRESS, exc)
+
+    def _fail(self, sender: Target, address: str, exc: Exception) -> None:
+        if self.handlers.streams is not None and is_stream_address(address):
+            # A stream's replies, errors included, go to the socket it sends from.
+            self.handlers.error(sender, as_stream_error(exc))
+        else:
             self.handlers.error(self.handlers.target_for(sender), exc)
 
 

@@ -34,6 +34,8 @@ MAX_DATAGRAM = 2048
 MAX_QUEUED = 10_000
 #: Targets whose pacing is remembered before idle ones are forgotten.
 MAX_IDLE_LANES = 1024
+#: sendto flag that makes a full socket buffer fail at once instead of waiting (0 where absent).
+_NO_WAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 
 def encode(address: str, args: tuple[object, ...]) -> bytes:
@@ -110,6 +112,8 @@ class ReplySender:
         self._abandon = False
         self._thread = threading.Thread(target=self._run, name="ddsp-osc-replies", daemon=True)
         self.sent = 0
+        #: Datagrams sent by :meth:`send_now` (the stream worker's only).
+        self.sent_now = 0
         self.dropped = DropCounter(log, "replies to a client with a full queue")
 
     def start(self) -> None:
@@ -141,6 +145,20 @@ class ReplySender:
                 self._cond.notify()
         if full:
             self.dropped.drop(f"{target[0]}:{target[1]}")
+
+    def send_now(self, target: Target, data: bytes) -> bool:
+        """Send one encoded datagram at once from the calling thread, past the queue and the
+        pacing (the audio of live streams, hundreds per second); never waits: when the
+        socket's buffer is full the datagram is dropped and counted. True if it was sent."""
+        try:
+            self._sock.sendto(data, _NO_WAIT, target)
+        except OSError as exc:
+            # A full buffer (BlockingIOError) or a vanished client: the stream goes on.
+            log.debug("cannot send a stream reply to %s:%s: %s", target[0], target[1], exc)
+            self.dropped.drop(f"{target[0]}:{target[1]}")
+            return False
+        self.sent_now += 1
+        return True
 
     def stop(self, timeout: float = 2.0) -> None:
         """Send what is queued (for at most ``timeout`` seconds), then end the thread."""
