@@ -51,7 +51,8 @@ VANILLA = {
     "tabwrite", "vline~", "line~", "line", "*~", "+~", "-~", "/~", "dac~", "adc~", "catch~",
     "throw~", "osc~", "phasor~", "noise~", "makefilename", "declare", "print", "bng", "tgl",
     "hsl", "vsl", "nbx", "cnv", "hradio", "vradio", "vu", "bang", "b", "until", "sig~",
-    "snapshot~", "env~", "clip~", "lop~", "hip~",
+    "snapshot~", "env~", "clip~", "lop~", "hip~", "block~", "bang~", "tabsend~", "tabreceive~",
+    "notein", "bendin",
 }  # fmt: skip
 # The one global receive name (remote control); everything else is $0- or a $N- bus name.
 GLOBAL_NAMES = {"ddsp-pd", "pd"}
