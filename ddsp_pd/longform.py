@@ -291,6 +291,7 @@ def render_file_blockwise(
             _check(should_stop)
         raw.write(resampler.flush())
         raw.close()
+        report("model", 1.0)
         report("write", 0.0)
         gain, gain_db = _gain(raw.peak, settings.normalize)
         if gain == 1.0 and (fmt, subtype) == ("WAV", "FLOAT"):
@@ -302,7 +303,6 @@ def render_file_blockwise(
         raise OutputError(f"cannot write {target}: {err.strerror or err}") from err
     finally:
         raw.abort()  # the temporary file, unless it became the output
-    report("model", 1.0)
     controls = None
     if kept:
         from ddsp_pd.kinds.controls import SynthControls

@@ -239,6 +239,11 @@ def render_long_input(
     threshold = longform.LONG_INPUT_SECONDS
     if not longform.use_blocks(seconds, threshold):
         return None
+    # The block-wise render polls should_stop after each block of the model: the ticker
+    # turns those polls into /ddsp/progress model FRACTION.
+    n_frames = int(seconds * float(loaded.model.frame_rate))
+    block = longform.LongOptions().model_block_frames
+    ticker = ModelStageTicker(progress, should_stop, n_frames, block)
     return longform.render_file(
         engine,
         loaded,
@@ -247,7 +252,7 @@ def render_long_input(
         "WAV",
         "FLOAT",
         input_path=input_path,
-        progress=progress,
-        should_stop=should_stop,
+        progress=ticker.progress,
+        should_stop=ticker.should_stop,
         threshold=threshold,
     )
