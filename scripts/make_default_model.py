@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -129,21 +128,14 @@ def _plot(steps: list[int], losses: list[float], out: Path) -> None:
 def stage_export() -> None:
     """Copy the final checkpoint into ``checkpoints/default``, plot, write the model card."""
     from ddsp_pd.config import parameter_count
-    from ddsp_pd.training.writer import list_checkpoints, write_checkpoint_state
+    from ddsp_pd.errors import OutputError
+    from ddsp_pd.training.writer import ship_final_checkpoint
 
     train_dir = WORK / "train"
-    steps_done = list_checkpoints(train_dir)
-    if not steps_done:
-        sys.exit(f"no checkpoint in {train_dir}: run the train stage first")
-    final = steps_done[-1]
-    if TARGET.exists():
-        shutil.rmtree(TARGET)
-    TARGET.mkdir(parents=True)
-    for path in train_dir.glob(f"ckpt-{final}.*"):
-        shutil.copy2(path, TARGET / path.name)
-    write_checkpoint_state(TARGET, [final])
-    for name in ("operative_config-0.gin", "dataset_statistics.pkl"):
-        shutil.copy2(train_dir / name, TARGET / name)
+    try:
+        final = ship_final_checkpoint(train_dir, TARGET)
+    except OutputError as exc:
+        sys.exit(str(exc))
 
     steps, losses, seconds = _read_log(train_dir / "train_log.csv")
     _plot(steps, losses, PLOT)

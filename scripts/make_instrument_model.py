@@ -51,7 +51,6 @@ import csv
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -232,23 +231,16 @@ def _write_loss_csv(steps: list[int], losses: list[float], seconds: list[float],
 def stage_export(instrument: str) -> None:
     """Ship the newest checkpoint, its loss curve, its .tflite and its model card."""
     from ddsp_pd.config import parameter_count
-    from ddsp_pd.training.writer import list_checkpoints, write_checkpoint_state
+    from ddsp_pd.errors import OutputError
+    from ddsp_pd.training.writer import ship_final_checkpoint
 
     name = model_name(instrument)
     target = ROOT / "checkpoints" / name
     train_dir = work_dir(instrument) / "train"
-    done = list_checkpoints(train_dir)
-    if not done:
-        sys.exit(f"no checkpoint in {train_dir}: run the train stage first")
-    final = done[-1]
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for path in train_dir.glob(f"ckpt-{final}.*"):
-        shutil.copy2(path, target / path.name)
-    write_checkpoint_state(target, [final])
-    for extra in ("operative_config-0.gin", "dataset_statistics.pkl"):
-        shutil.copy2(train_dir / extra, target / extra)
+    try:
+        final = ship_final_checkpoint(train_dir, target)
+    except OutputError as exc:
+        sys.exit(str(exc))
 
     steps, losses, seconds = read_log(train_dir / "train_log.csv", final)
     _plot(steps, losses, f"ddsp-pd {name} ({CONFIG})", target / "loss.png")

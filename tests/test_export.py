@@ -20,6 +20,7 @@ import struct
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -79,13 +80,8 @@ def _interpreter(path: Path, delegates: bool = True):
 # --------------------------------------------------------------------------- the file
 
 
-@needs_fixtures
-@needs_tf
-def test_tensor_names_and_shapes_are_the_plugins(exported):
-    """Exactly the plugin's three inputs and four outputs (it checks the counts), by name,
-    with its sizes, and the signature ddsp's export has."""
-    path, _ = exported
-    it = _interpreter(path)
+def assert_plugin_tensors(it: Any) -> None:
+    """The plugin's three inputs and four outputs, by name and with its sizes."""
     inputs = {d["name"]: d["shape"].tolist() for d in it.get_input_details()}
     outputs = {d["name"]: d["shape"].tolist() for d in it.get_output_details()}
     assert inputs == {"call_f0_scaled:0": [1], "call_pw_scaled:0": [1], "call_state:0": [512]}
@@ -97,6 +93,16 @@ def test_tensor_names_and_shapes_are_the_plugins(exported):
     }
     assert set(inputs) == set(INPUT_TENSORS.values())
     assert set(outputs) == set(OUTPUT_TENSORS.values())
+
+
+@needs_fixtures
+@needs_tf
+def test_tensor_names_and_shapes_are_the_plugins(exported):
+    """Exactly the plugin's three inputs and four outputs (it checks the counts), by name,
+    with its sizes, and the signature ddsp's export has."""
+    path, _ = exported
+    it = _interpreter(path)
+    assert_plugin_tensors(it)
     for detail in [*it.get_input_details(), *it.get_output_details()]:
         assert detail["dtype"] == np.float32
     reference = json.loads((EXPORT / "cases.json").read_text())

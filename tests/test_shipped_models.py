@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from test_export import _interpreter
+from test_export import _interpreter, assert_plugin_tensors
 
 from ddsp_pd.catalog import SHIPPED_DIR, find_checkpoints, resolve_checkpoint
 from ddsp_pd.checkpoint import load_checkpoint
@@ -35,7 +35,7 @@ from ddsp_pd.cli import main
 from ddsp_pd.controls import ControlSettings
 from ddsp_pd.export.metadata import METADATA_FIELDS
 from ddsp_pd.export.plugin import reference_controls
-from ddsp_pd.kinds.tflite import INPUT_TENSORS, OUTPUT_TENSORS, load_tflite, vst_inputs
+from ddsp_pd.kinds.tflite import load_tflite, vst_inputs
 from ddsp_pd.kinds.vst_metadata import parse_metadata
 from ddsp_pd.library.checks import check_tflite
 from ddsp_pd.pitch import get_tracker
@@ -138,18 +138,7 @@ def test_tflite_keeps_the_plugin_contract(name):
     path = CHECKPOINTS / name / f"{name}.tflite"
     data = path.read_bytes()
     check_tflite(data, str(path))
-    it = _interpreter(path)
-    inputs = {d["name"]: d["shape"].tolist() for d in it.get_input_details()}
-    outputs = {d["name"]: d["shape"].tolist() for d in it.get_output_details()}
-    assert inputs == {"call_f0_scaled:0": [1], "call_pw_scaled:0": [1], "call_state:0": [512]}
-    assert outputs == {
-        "StatefulPartitionedCall:0": [1],
-        "StatefulPartitionedCall:1": [60],
-        "StatefulPartitionedCall:2": [65],
-        "StatefulPartitionedCall:3": [512],
-    }
-    assert set(inputs) == set(INPUT_TENSORS.values())
-    assert set(outputs) == set(OUTPUT_TENSORS.values())
+    assert_plugin_tensors(_interpreter(path))
     ops = {d["op_name"] for d in _interpreter(path, delegates=False)._get_ops_details()}
     assert ops and not [op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE")]
 

@@ -147,6 +147,28 @@ def write_model_checkpoint(
     return prefix
 
 
+def ship_final_checkpoint(train_dir: str | Path, target: str | Path) -> int:
+    """Copy the newest checkpoint of ``train_dir`` (its ``ckpt-N.*`` files, the gin
+    config and ``dataset_statistics.pkl``) into a fresh ``target`` folder, with a
+    ``checkpoint`` state file naming it; returns N. Raises OutputError when there is none."""
+    import shutil
+
+    source, folder = Path(train_dir), Path(target)
+    done = list_checkpoints(source)
+    if not done:
+        raise OutputError(f"no checkpoint in {source}: run the train stage first")
+    final = done[-1]
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for path in source.glob(f"ckpt-{final}.*"):
+        shutil.copy2(path, folder / path.name)
+    write_checkpoint_state(folder, [final])
+    for name in ("operative_config-0.gin", "dataset_statistics.pkl"):
+        shutil.copy2(source / name, folder / name)
+    return final
+
+
 def read_save_counter(prefix: str | Path) -> int:
     """The ``save_counter`` of a checkpoint, 0 when it has none (older ddsp-pd files)."""
     try:
