@@ -9,7 +9,7 @@ worker thread and queue, the engine):
 - optionally (``--realtime-minutes M``) the dropouts of an M-minute ``--realtime`` run.
 
     python benchmarks/bench_live.py [--seconds 20] [--blocks 64 256 1024] [--kinds ...]
-    python benchmarks/bench_live.py --realtime-minutes 10 --kinds default --blocks 256
+    python benchmarks/bench_live.py --realtime-minutes 10 --kinds default --blocks 256 [--buffer 4]
 """
 
 from __future__ import annotations
@@ -60,10 +60,12 @@ def impulse_train(seconds: float, period: float = 0.5) -> np.ndarray:
     return x
 
 
-def measured_latency(engine: StreamEngine, block: int, period: float = 0.5) -> tuple[float, float]:
+def measured_latency(
+    engine: StreamEngine, block: int, buffer: int | None = None, period: float = 0.5
+) -> tuple[float, float]:
     """(cross-correlation peak lag, mean onset lag) in ms of an impulse train's answer."""
     x = impulse_train(6.0, period)
-    run = run_file(engine, x, block)
+    run = run_file(engine, x, block, buffer)
     y = np.abs(run.audio[: x.size])
     max_lag = int(0.2 * RATE)
     # Cross-correlate the impulses with the output's magnitude over lags 0..200 ms.
@@ -88,6 +90,8 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--realtime-minutes", type=float, default=0.0)
+    parser.add_argument("--buffer", type=int, default=0,
+                        help="blocks of runner slack (0: the default, 10 ms worth)")  # fmt: skip
     args = parser.parse_args()
     print(f"machine: {platform.machine()} {platform.processor() or ''}, Python "
           f"{platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
@@ -101,18 +105,19 @@ def main() -> None:
             continue
         model = open_live_model(path)
         for block in args.blocks:
+            buffer = args.buffer or None
             settings = EngineSettings(frames_per_step=frames)
             rtfs = []
             dropouts = 0
             for _ in range(args.repeats):
                 engine = StreamEngine(model, RATE, settings)
                 engine.warm_up()
-                run = run_file(engine, audio, block)
+                run = run_file(engine, audio, block, buffer)
                 rtfs.append(run.realtime_factor)
                 dropouts += run.dropouts
             engine = StreamEngine(model, RATE, settings)
             engine.warm_up()
-            peak, onset = measured_latency(engine, block)
+            peak, onset = measured_latency(engine, block, buffer)
             parts = engine.describe_latency()
             slack_ms = 1000.0 * (run.latency_samples - engine.latency_samples) / RATE
             detail = ", ".join(f"{k[:-3]} {v:.1f}" for k, v in parts.items() if k != "total_ms")
@@ -127,11 +132,12 @@ def main() -> None:
                 engine = StreamEngine(model, RATE, settings)
                 engine.warm_up()
                 started = time.perf_counter()
-                run = run_file(engine, long, block, realtime=True)
+                run = run_file(engine, long, block, buffer, realtime=True)
                 print(
                     f"  realtime {args.realtime_minutes:g} min: wall "
                     f"{time.perf_counter() - started:.1f} s, dropouts {run.dropouts}, overruns "
-                    f"{run.overruns}, errors {run.errors}, RTF {run.realtime_factor:.3f}",
+                    f"{run.overruns}, errors {run.errors}, RTF {run.realtime_factor:.3f}, "
+                    f"latency {run.latency_ms:.1f} ms",
                     flush=True,
                 )
 

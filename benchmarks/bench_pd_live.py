@@ -5,9 +5,8 @@ model, for a few block sizes at the object's default DELAY (or ``--delay N`` blo
 - the latency the object reports (server LATENCY + DELAY x BLOCK + reblocking);
 - the measured input-to-output latency: an impulse train played through the object, the lag
   of the cross-correlation peak of the clicks with the output's magnitude (the method of
-  benchmarks/bench_live.py), and that lag less the model's own click-answer offset (how long
-  after the engine's LATENCY its answer to a click peaks, measured offline), i.e. what the
-  object adds, checked against what it reports;
+  benchmarks/bench_live.py), and how far it is from the reported figure (whose server
+  LATENCY holds the model's response to an attack, ``ddsp_pd.stream.response``);
 - dropouts (blocks played as silence because their reply came too late) over ``--minutes`` of
   music (a fixture melody looped), with the server's lost / late / overrun counts and RTF.
 
@@ -35,7 +34,6 @@ from pd_harness import PD, RealServer, _osc_message, free_udp_port  # noqa: E402
 from pd_live_harness import (  # noqa: E402
     PD_RATE,
     LivePd,
-    engine_click_offset,
     impulse_train,
     xcorr_lag,
 )
@@ -63,8 +61,8 @@ def main() -> None:
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}, "
           f"load average {load:.1f}")  # fmt: skip
-    print("block | delay (blocks) | reported latency ms | clicks: xcorr peak ms | object's "
-          "measured latency ms (xcorr - model offset) | dropouts / blocks (run) | server lost / "
+    print("block | delay (blocks) | reported latency ms | clicks: xcorr peak ms | "
+          "measured - reported ms | dropouts / blocks (run) | server lost / "
           "late / overruns | server RTF")  # fmt: skip
     clicks = impulse_train(6.0)
     melody = music()
@@ -72,7 +70,7 @@ def main() -> None:
         folder = Path(tmp)
         server = RealServer(free_udp_port(), folder, None, folder / "server.log").start()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            # Auto-adjust off, as in tests/test_pd_live.py and for the offline click offset.
+            # Auto-adjust off, as in tests/test_pd_live.py.
             sock.sendto(_osc_message("/ddsp/adjust", (0,)), ("127.0.0.1", server.port))
         try:
             for block in args.blocks:
@@ -85,7 +83,6 @@ def main() -> None:
                     delay = round((reported - engine_latency - max(0, block - 64)) / block)
                     take = live.take(clicks, "clicks")
                     measured = xcorr_lag(clicks, take.output)
-                    offset = engine_click_offset(clicks, block)
                     live.load(melody, "music")
                     seconds = args.minutes * 60.0
                     dropouts, mark = live.play(seconds, loop=True)
@@ -97,7 +94,7 @@ def main() -> None:
                     to_ms = 1000.0 / PD_RATE
                     print(
                         f"{block} | {delay} | {reported_ms:.1f} | {measured * to_ms:.1f} | "
-                        f"{(measured - offset) * to_ms:.1f} | {dropouts[0]} / {blocks} "
+                        f"{(measured - reported) * to_ms:+.1f} | {dropouts[0]} / {blocks} "
                         f"({seconds:g} s) | {counts[0]} / {counts[1]} / {counts[2]} | {rtf:.3f}",
                         flush=True,
                     )

@@ -20,10 +20,6 @@ import numpy as np
 import soundfile as sf
 from pd_harness import PATCHES, PdSession
 
-from ddsp_pd.controls import ControlSettings
-from ddsp_pd.stream.engine import EngineSettings, StreamEngine
-from ddsp_pd.stream.models import open_live_model
-
 ABSTRACTIONS = PATCHES / "abstractions"
 PD_RATE = 48000
 
@@ -240,26 +236,3 @@ def xcorr_lag(source: np.ndarray, output: np.ndarray, max_lag_s: float = 0.25) -
     spikes = spikes[spikes + lags[-1] < output.size]
     magnitude = np.abs(output)
     return int(np.argmax([magnitude[spikes + lag].sum() for lag in lags]))
-
-
-def engine_click_offset(clicks: np.ndarray, block: int) -> float:
-    """How long after its own LATENCY the model's answer to a click peaks (samples).
-
-    The model answers a click with a burst whose loudest part comes several ms after the
-    engine's algorithmic latency (docs/performance.md, "Live"), and how much depends on where
-    the click falls in the model's frame grid. This runs the engine offline over the same
-    clicks at three grid phases (0, 1/3 and 2/3 of a 192-sample frame) and averages, so that
-    the Pd take can be compared with the engine's own answer, leaving only what the object adds.
-    """
-    model = open_live_model(None)
-    offsets = []
-    for phase in (0, 64, 128):
-        engine = StreamEngine(
-            model, PD_RATE, EngineSettings(controls=ControlSettings(adjust=False))
-        )
-        engine.warm_up()
-        x = np.concatenate([np.zeros(phase, np.float32), clicks])
-        x = np.concatenate([x, np.zeros(-x.size % block, np.float32)])
-        y = np.concatenate([engine.process(x[i : i + block]) for i in range(0, x.size, block)])
-        offsets.append(xcorr_lag(clicks, y[phase:]) - engine.latency_samples)
-    return float(np.mean(offsets))

@@ -34,6 +34,7 @@ from ddsp_pd.server.streams import decode_block
 from ddsp_pd.stream.engine import EngineSettings, StreamEngine
 from ddsp_pd.stream.models import LiveModel, open_live_model
 from ddsp_pd.stream.pitch import yin_frames
+from ddsp_pd.stream.response import model_response_samples
 from tests.test_server_support import REPLY_TIMEOUT, OscClient, Reply
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,8 +224,10 @@ def test_open_answers_latency_and_audio_equals_the_engine(
     client: StreamClient, live_model: LiveModel, service: OscService
 ) -> None:
     opened = client.open(11)
-    reference = StreamEngine(live_model, RATE, EngineSettings(controls=SERVER_DEFAULTS))
-    assert opened.args == [11, reference.latency_samples, BLOCK, RATE]
+    settings = EngineSettings(controls=SERVER_DEFAULTS)
+    reference = StreamEngine(live_model, RATE, settings)
+    response = model_response_samples(live_model, RATE, settings)
+    assert opened.args == [11, reference.latency_samples + response, BLOCK, RATE]
     assert opened.types == "iiii"
     blocks = blocks_of(tone(1.5))
     got = [client.exchange(11, k, x) for k, x in enumerate(blocks)]
@@ -553,7 +556,9 @@ def test_real_serve_streams_end_to_end(tmp_path: Path, live_model: LiveModel) ->
             blocks = blocks_of(tone(0.5), 64)
             got = np.concatenate([c.exchange(5, k, x) for k, x in enumerate(blocks)])
             np.testing.assert_allclose(got, direct(live_model, blocks), rtol=0, atol=1e-5)
-            assert opened.args[1] == StreamEngine(live_model, RATE).latency_samples
+            settings = EngineSettings(controls=SERVER_DEFAULTS)
+            response = model_response_samples(live_model, RATE, settings)
+            assert opened.args[1] == StreamEngine(live_model, RATE).latency_samples + response
             assert c.request("/ddsp/stream/close", 5.0, reply="/ddsp/stream/closed").args == [5]
         finally:
             c.close()

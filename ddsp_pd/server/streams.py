@@ -191,6 +191,8 @@ class Stream:
     rate: int
     mode: str
     engine: StreamEngine
+    #: The model's response to an attack after the engine's latency (samples at ``rate``).
+    response: int = 0
     queue: deque[tuple[int, int, np.ndarray]] = field(default_factory=deque)
     next_seq: int = 0
     blocks: int = 0
@@ -217,8 +219,9 @@ class Stream:
 
     @property
     def latency(self) -> int:
-        """The engine's input-to-output latency in client samples."""
-        return int(self.engine.latency_samples)
+        """Input to output in client samples as a listener hears it: the engine's
+        algorithmic latency plus the model's response (:mod:`ddsp_pd.stream.response`)."""
+        return int(self.engine.latency_samples) + int(self.response)
 
 
 @dataclass
@@ -263,6 +266,7 @@ class StreamService:
         self._busy = False  # the worker is running a command or a block
         self._stopping = False
         self._live: tuple[Any, LiveModel] | None = None  # (the server's model object, wrapped)
+        self._responses: dict[tuple[int, int, str], int] = {}
         self._thread = threading.Thread(target=self._run, name="ddsp-streams", daemon=True)
 
     # --- life ---------------------------------------------------------------------------------
@@ -409,6 +413,10 @@ class StreamService:
 
     # --- the worker ---------------------------------------------------------------------------
     def _run(self) -> None:
+        from ddsp_pd.stream.priority import request_realtime
+
+        # Blocks are due in real time; a render on the other worker must not delay them.
+        self.realtime = request_realtime()
         next_tick = time.monotonic()
         while True:
             with self._cond:
@@ -525,9 +533,9 @@ class StreamService:
         sender = command.sender
         key = (sender[0], sender[1], command.ident)
         try:
-            engine, used = self._build(command.rate, command.mode)
+            engine, used, response = self._build(command.rate, command.mode)
             stream = Stream(sender, command.ident, command.block, command.rate, command.mode,
-                            engine)  # fmt: skip
+                            engine, response)  # fmt: skip
             # Lock order as in Handlers.set_control: the worker's lock, then the table's.
             with self.handlers.worker.lock:
                 now_values = dict(self.handlers.state.values)
@@ -558,7 +566,7 @@ class StreamService:
             streams = list(self._streams.values())
         for stream in streams:
             try:
-                engine, used = self._build(stream.rate, stream.mode)
+                engine, used, response = self._build(stream.rate, stream.mode)
             except Exception as exc:
                 with self._cond:
                     if self._streams.get(stream.key) is stream:
@@ -570,6 +578,7 @@ class StreamService:
                 now_values = dict(self.handlers.state.values)
                 with self._cond:
                     stream.engine = engine
+                    stream.response = response
                     for name in STREAM_CONTROLS:
                         if now_values.get(name) != used.get(name):
                             value = now_values[name]
@@ -577,9 +586,10 @@ class StreamService:
             self._send(stream.sender, "/ddsp/stream/opened", stream.ident, stream.latency,
                        stream.block, stream.rate)  # fmt: skip
 
-    def _build(self, rate: int, mode: str) -> tuple[StreamEngine, dict[str, Any]]:
-        """A warmed-up engine on the server's current model with its current controls, and
-        the control values it was built with."""
+    def _build(self, rate: int, mode: str) -> tuple[StreamEngine, dict[str, Any], int]:
+        """A warmed-up engine on the server's current model with its current controls, the
+        control values it was built with, and the model's response in samples (measured
+        once per model, rate and mode)."""
         from ddsp_pd.controls import ControlSettings
         from ddsp_pd.stream.engine import EngineSettings, StreamEngine
 
@@ -602,7 +612,14 @@ class StreamService:
         engine = StreamEngine(live, rate, settings)
         # Compiles the kernels on the first stream, here rather than on its first block.
         engine.warm_up()
-        return engine, values
+        key = (id(live), rate, mode)
+        if key not in self._responses:
+            from ddsp_pd.stream.response import model_response_samples
+
+            # Measured on a scratch engine: a few tenths of a second, once per model.
+            self._responses = {k: v for k, v in self._responses.items() if k[0] == id(live)}
+            self._responses[key] = model_response_samples(live, rate, settings)
+        return engine, values, self._responses[key]
 
     def _live_model(self, info: Any) -> LiveModel:
         """The server's loaded model (loaded once, by the render engine), ready to stream."""

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ddsp_pd.stream.engine import StreamEngine
+from ddsp_pd.stream.priority import request_realtime
 
 __all__ = ["FileRun", "LiveRunner", "default_buffer_blocks", "run_file"]
 
@@ -47,7 +48,8 @@ class LiveRunner:
     """An engine on a worker thread, behind :meth:`callback`.
 
     ``block`` is the callback's block size (every call must pass that many samples);
-    ``buffer_blocks`` the blocks of slack (see the module notes).
+    ``buffer_blocks`` the blocks of slack (see the module notes); ``realtime_priority``:
+    the worker asks for real-time scheduling (:mod:`ddsp_pd.stream.priority`).
     """
 
     def __init__(
@@ -56,11 +58,15 @@ class LiveRunner:
         block: int,
         buffer_blocks: int | None = None,
         limit_threads: bool = True,
+        realtime_priority: bool = True,
     ) -> None:
         self.engine = engine
         self.block = int(block)
         self.buffer_blocks = int(buffer_blocks or default_buffer_blocks(block, engine.host_rate))
         self.limit_threads = limit_threads
+        self.realtime_priority = realtime_priority
+        #: Whether the worker got real-time scheduling (known once it runs).
+        self.realtime = False
         self._inputs: collections.deque[np.ndarray] = collections.deque()
         self._outputs: collections.deque[np.ndarray] = collections.deque(
             np.zeros(self.block, np.float32) for _ in range(self.buffer_blocks)
@@ -149,6 +155,8 @@ class LiveRunner:
 
     # ------------------------------------------------------------ the worker
     def _work(self) -> None:
+        if self.realtime_priority:
+            self.realtime = request_realtime()
         limiter = None
         if self.limit_threads:
             # Products of a few frames are far too small to share: waking a second BLAS
@@ -244,20 +252,26 @@ def run_file(
     if realtime:  # as for a device: the pacing thread must get the interpreter lock quickly
         sys.setswitchinterval(min(switch, 0.001))
     started = time.perf_counter()
-    with runner:
-        for k in range(n_blocks):
-            if on_block is not None:
-                on_block(k, k * block / rate)
+    try:
+        with runner:
             if realtime:
-                due = started + k * block / rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-            outputs.append(runner.callback(padded[k * block : (k + 1) * block]))
-            if not realtime:
-                runner.wait_idle()
-        runner.wait_idle(5.0)
-    sys.setswitchinterval(switch)
+                # The pacing loop stands for a device's callback thread, which runs real-time.
+                failure: list[BaseException] = []
+                pacer = threading.Thread(
+                    target=_pace_realtime,
+                    args=(runner, padded, block, rate, on_block, outputs, failure),
+                    name="ddsp-live-clock",
+                    daemon=True,
+                )
+                pacer.start()
+                pacer.join()
+                if failure:
+                    raise failure[0]
+            else:
+                _drive(runner, padded, block, rate, on_block, outputs, None)
+            runner.wait_idle(5.0)
+    finally:
+        sys.setswitchinterval(switch)
     wall = time.perf_counter() - started
     out = np.concatenate(outputs)[:total] if outputs else np.zeros(0, np.float32)
     return FileRun(
@@ -271,3 +285,45 @@ def run_file(
         overruns=runner.overruns,
         errors=runner.errors,
     )
+
+
+def _drive(
+    runner: LiveRunner,
+    padded: np.ndarray,
+    block: int,
+    rate: int,
+    on_block: Callable[[int, float], None] | None,
+    outputs: list[np.ndarray],
+    started: float | None,
+) -> None:
+    """Feed ``padded`` block by block: paced from ``started`` (real time) or each block
+    after its predecessor is done (``started`` None)."""
+    for k in range(padded.size // block):
+        if on_block is not None:
+            on_block(k, k * block / rate)
+        if started is not None:
+            delay = started + k * block / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        outputs.append(runner.callback(padded[k * block : (k + 1) * block]))
+        if started is None:
+            runner.wait_idle()
+
+
+def _pace_realtime(
+    runner: LiveRunner,
+    padded: np.ndarray,
+    block: int,
+    rate: int,
+    on_block: Callable[[int, float], None] | None,
+    outputs: list[np.ndarray],
+    failure: list[BaseException],
+) -> None:
+    """:func:`_drive` in real time on a real-time thread (where allowed); an exception is
+    handed back in ``failure``."""
+    if runner.realtime_priority:
+        request_realtime()
+    try:
+        _drive(runner, padded, block, rate, on_block, outputs, time.perf_counter())
+    except BaseException as exc:  # re-raised by run_file on the caller's thread
+        failure.append(exc)
