@@ -401,7 +401,6 @@ def _check(name: str, from_gin: Any, from_vars: int, notes: list[str]) -> int:
 # -------------------------------------------------------------------- from gin
 
 
-
 def _decoder_sizes(
     shapes: Mapping[str, Sequence[int]],
     stack_name: str,

@@ -530,7 +530,6 @@ class AdjustedControls:
         return self.level_db
 
 
-
 def _snap_to_scale(
     f0_hz: np.ndarray, conf: np.ndarray, mask_on: np.ndarray, amount: float
 ) -> tuple[NDArray[np.float32], float]:

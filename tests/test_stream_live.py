@@ -288,9 +288,7 @@ def test_osc_notes_in_realtime_file_mode_play_the_notes(tmp_path):
     audio, _ = sf.read(out, dtype="float32")
     # The stream's clock and the sender's differ by the start-up: take the best alignment.
     f0 = track(audio)
-    best = max(
-        pitch_accuracy(None, notes, lead + o, f0=f0) for o in np.arange(-0.3, 0.6, 0.004)
-    )
+    best = max(pitch_accuracy(None, notes, lead + o, f0=f0) for o in np.arange(-0.3, 0.6, 0.004))
     print(f"/ddsp/note over OSC: {best:.3f} of note frames within 30 cents")
     assert best >= 0.95, best
     assert len(MELODY) > len(notes)

@@ -119,9 +119,7 @@ class LevelMeter:
             db = 10.0 * np.log10(np.maximum(mean, 10.0 ** (-V3_RANGE_DB / 10.0)))
             return np.maximum(db, -V3_RANGE_DB).astype(np.float32)
         db = 10.0 * np.log10(np.maximum(power, 1e-40).astype(np.float32)) + self._a_weight
-        return np.mean(np.maximum(db, -V1_RANGE_DB), axis=-1, dtype=np.float64).astype(
-            np.float32
-        )
+        return np.mean(np.maximum(db, -V1_RANGE_DB), axis=-1, dtype=np.float64).astype(np.float32)
 
 
 class StreamAnalyzer:

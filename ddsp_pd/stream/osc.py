@@ -79,9 +79,7 @@ class LiveOscServer:
         self.engine = engine
         self.stats = stats
         self.stats_interval = stats_interval
-        self.values: dict[str, float | int] = {
-            key: SETTINGS[key].default for key in LIVE_SETTINGS
-        }
+        self.values: dict[str, float | int] = {key: SETTINGS[key].default for key in LIVE_SETTINGS}
         controls = engine.controls.settings
         self.values.update(
             octave=controls.octave,
@@ -221,4 +219,3 @@ class LiveOscServer:
     def _osc_value(self, key: str) -> float | int:
         value = self.values[key]
         return float(value) if SETTINGS[key].kind == "float" else int(value)
-
