@@ -9,6 +9,7 @@ and must not skip this (``DDSP_PD_REQUIRE_FIXTURES=1``); elsewhere it skips with
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,6 +128,7 @@ def test_a_tone_played_into_the_stream_comes_out_as_the_model_playing_it(jack_se
             proc.kill()
     assert proc.returncode == 0, err
     assert "real-time factor" in err and "dropouts" in err
+    assert re.search(r"its answer to an attack peaks \d+\.\d ms later", err), err
     assert onset is not None, f"nothing came out of the stream in 40 s: {err}"
     audio = np.concatenate(recorded[onset:]).astype(np.float32)
     assert audio.size > 2 * RATE

@@ -420,9 +420,17 @@ def _run_device(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stream = DeviceStream(runner.callback, sample_rate, block, input_device, output_device,
                           output_only=probe.input is None)  # fmt: skip
+    from ddsp_pd.stream.response import model_response_samples
+
+    # What a player hears: the model's answer to an attack peaks this much after the
+    # algorithmic latency (docs/live.md); a few tenths of a second to measure, once.
+    response = model_response_samples(engine.model, sample_rate, engine.settings)
+    heard = ""
+    if response:
+        heard = f", its answer to an attack peaks {1000.0 * response / sample_rate:.1f} ms later"
     click.echo(
         f"playing: {block}-sample blocks, {runner.buffer_blocks} of slack, latency "
-        f"{1000.0 * runner.latency_samples / sample_rate:.1f} ms (Ctrl-C stops)",
+        f"{1000.0 * runner.latency_samples / sample_rate:.1f} ms{heard} (Ctrl-C stops)",
         err=True,
     )
     try:
