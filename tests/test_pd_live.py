@@ -16,6 +16,7 @@ input-to-output latency. Checked:
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,10 +65,33 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
     real = RealServer(free_udp_port(), folder, None, folder / "server.log")
     real.start()
     _set_control(real.port, "adjust", 0)
+    _warm_streams(real.port)
     try:
         yield real
     finally:
         real.stop()
+
+
+def _warm_streams(port: int, timeout: float = 90.0) -> None:
+    """Open and close one stream from here first: a fresh clone compiles its kernels and the
+    server measures the model's response on the first open, which can take longer than the
+    object's one-second retry (the object then asks twice, which the server answers twice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(1.0)
+        target = ("127.0.0.1", port)
+        sock.sendto(_osc_message("/ddsp/stream/open", (999.0, 256.0, 48000.0, "audio")), target)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data, _ = sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            if data.startswith(b"/ddsp/stream/opened"):
+                break
+        else:
+            pytest.fail("the server never opened a stream")
+        sock.sendto(_osc_message("/ddsp/stream/close", (999.0,)), target)
 
 
 def vibrato_melody(seconds: float = 10.0) -> np.ndarray:

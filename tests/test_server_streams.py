@@ -565,3 +565,26 @@ def test_real_serve_streams_end_to_end(tmp_path: Path, live_model: LiveModel) ->
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_an_open_repeated_before_any_block_does_not_reset_the_stream(
+    client: StreamClient, live_model: LiveModel, service: OscService
+) -> None:
+    """As [ddsp.live~] does while it waits: open twice, then stream at once after the first
+    `opened`. The second open must not reset the stream: a reset would drop the blocks on
+    their way and shift the output against the client's SEQ."""
+    start = client.mark()
+    client.send("/ddsp/stream/open", 31.0, float(BLOCK), float(RATE), "audio")
+    client.send("/ddsp/stream/open", 31.0, float(BLOCK), float(RATE), "audio")
+    first = client.wait_for("/ddsp/stream/opened", start, OPEN_TIMEOUT, client._of(31))
+    blocks = blocks_of(tone(0.6))
+    burst = 8  # sent without waiting, as a client streaming in real time does
+    for k in range(burst):
+        client.send_block(31, k, blocks[k])
+    got = [client.audio(31, k, start) for k in range(burst)]
+    got += [client.exchange(31, k, x) for k, x in enumerate(blocks) if k >= burst]
+    replies = [r for r in client.since(start, "/ddsp/stream/opened") if r.args[0] == 31]
+    assert len(replies) == 2 and replies[0].args == replies[1].args == first.args
+    np.testing.assert_allclose(np.concatenate(got), direct(live_model, blocks), rtol=0, atol=1e-5)
+    stats = client.stats(31, blocks=len(blocks))
+    assert (stats["lost"], stats["late"], stats["duplicates"]) == (0, 0, 0)

@@ -532,6 +532,19 @@ class StreamService:
     def _open(self, command: _Open) -> None:
         sender = command.sender
         key = (sender[0], sender[1], command.ident)
+        with self._cond:
+            existing = self._streams.get(key)
+            # A client that asks again while the first open is being built (the first
+            # model of a server takes a second or more) must not reset the stream it is
+            # about to send to: with no block processed yet, a reset would change nothing
+            # but drop the blocks already on their way.
+            same = existing is not None and (existing.block, existing.rate, existing.mode) == (
+                command.block, command.rate, command.mode)  # fmt: skip
+            if same and existing.blocks == 0:
+                existing.last_block = time.monotonic()
+                self._send(sender, "/ddsp/stream/opened", command.ident, existing.latency,
+                           command.block, command.rate)  # fmt: skip
+                return
         try:
             engine, used, response = self._build(command.rate, command.mode)
             stream = Stream(sender, command.ident, command.block, command.rate, command.mode,
