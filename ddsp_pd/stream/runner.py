@@ -259,7 +259,7 @@ def run_file(
                 failure: list[BaseException] = []
                 pacer = threading.Thread(
                     target=_pace_realtime,
-                    args=(runner, padded, block, rate, on_block, outputs, failure),
+                    args=(failure, runner, padded, block, rate, on_block, outputs),
                     name="ddsp-live-clock",
                     daemon=True,
                 )
@@ -310,20 +310,12 @@ def _drive(
             runner.wait_idle()
 
 
-def _pace_realtime(
-    runner: LiveRunner,
-    padded: np.ndarray,
-    block: int,
-    rate: int,
-    on_block: Callable[[int, float], None] | None,
-    outputs: list[np.ndarray],
-    failure: list[BaseException],
-) -> None:
-    """:func:`_drive` in real time on a real-time thread (where allowed); an exception is
-    handed back in ``failure``."""
+def _pace_realtime(failure: list[BaseException], runner: LiveRunner, *args: object) -> None:
+    """:func:`_drive` (``runner, *args``) in real time on a real-time thread (where
+    allowed); an exception is handed back in ``failure``."""
     if runner.realtime_priority:
         request_realtime()
     try:
-        _drive(runner, padded, block, rate, on_block, outputs, time.perf_counter())
+        _drive(runner, *args, time.perf_counter())  # type: ignore[arg-type]
     except BaseException as exc:  # re-raised by run_file on the caller's thread
         failure.append(exc)
