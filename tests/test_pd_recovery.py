@@ -146,8 +146,9 @@ def test_a_restarted_server_gets_the_input_checkpoint_and_settings_back(
                 _confirmed(pd, name, value, mark)
             first.kill()
             pd.wait_for(r"^ddsp-pd: not connected ", since=mark, timeout=15)
-            second = _server(tmp_path, models, port=first.port).start(timeout=SLOW)
+            # Marked before the start: the patch may connect before start() returns.
             mark = pd.mark()
+            second = _server(tmp_path, models, port=first.port).start(timeout=SLOW)
             pd.wait_for(r"^ddsp-pd: connected ", since=mark, timeout=20)
             note = pd.wait_for(r"^ddsp-pd: note The server had restarted", since=mark).string
             for name in ("input", "checkpoint", "octave", "seed", "confidence"):
