@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,16 +43,9 @@ SAVE_EVERY = 100
 
 def stage_audio() -> None:
     """Render the training melodies (skipped when they exist)."""
-    audio = WORK / "audio"
-    if audio.is_dir() and len(list(audio.glob("*.wav"))) == CLIPS:
-        print(f"audio: {CLIPS} clips already in {audio}")
-        return
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_training_audio.py"), str(audio),
-         "--program", str(PROGRAM), "--clips", str(CLIPS), "--seconds", str(SECONDS),
-         "--seed", str(DATA_SEED)],
-        check=True,
-    )  # fmt: skip
+    from make_instrument_model import render_clips
+
+    render_clips(WORK / "audio", PROGRAM, CLIPS, SECONDS, DATA_SEED)
 
 
 def stage_train() -> None:

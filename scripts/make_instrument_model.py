@@ -95,7 +95,9 @@ def work_dir(instrument: str) -> Path:
     return BUILD / instrument
 
 
-def _render(out: Path, program: int, clips: int, seconds: float, seed: int) -> None:
+def render_clips(out: Path, program: int, clips: int, seconds: float, seed: int) -> None:
+    """Render ``clips`` training melodies with General MIDI ``program`` into ``out`` with
+    scripts/make_training_audio.py (skipped when that many are there)."""
     if out.is_dir() and len(list(out.glob("*.wav"))) == clips:
         print(f"audio: {clips} clips already in {out}")
         return
@@ -113,8 +115,8 @@ def stage_audio(instrument: str) -> None:
 
     program = INSTRUMENTS[instrument][0]
     work = work_dir(instrument)
-    _render(work / "audio", program, TRAIN_CLIPS, TRAIN_SECONDS, DATA_SEED)
-    _render(work / "heldout", program, HELDOUT_CLIPS, HELDOUT_SECONDS, HELDOUT_SEED)
+    render_clips(work / "audio", program, TRAIN_CLIPS, TRAIN_SECONDS, DATA_SEED)
+    render_clips(work / "heldout", program, HELDOUT_CLIPS, HELDOUT_SECONDS, HELDOUT_SEED)
     first = sorted((work / "heldout").glob("*.wav"))[0]
     audio, rate = sf.read(first, dtype="float32")
     TESTDATA.mkdir(parents=True, exist_ok=True)
