@@ -6,7 +6,10 @@ Prints figures only (no assertions). Run from the project root:
                                      [--tensorflow]
 
 Measures the numpy inference path (``ddsp_pd.inference``, what renders use) with each
-kernel backend, stage by stage, and where the decoder's time goes; with ``--tensorflow``
+kernel backend, stage by stage, and where the decoder's time goes (the model's stack
+cache emptied before each timed call, except in the "loudness changed" row, where f0's
+stack comes from it as in a re-render after a loudness change), then the same with
+``precision="fast"``; with ``--tensorflow``
 also the TensorFlow model kept for training, in the same run. Figures are the minimum and
 the median of ``--repeats`` runs: on a shared machine the minimum is the better estimate
 of the cost, the median shows the noise. Goals (issue 10, 2 cores): warm decoder +
@@ -31,10 +34,12 @@ DEFAULT_CKPT = (
 )
 
 
-def _times(fn, repeats: int) -> tuple[float, float]:
-    """(minimum, median) seconds of ``repeats`` calls."""
+def _times(fn, repeats: int, setup=None) -> tuple[float, float]:
+    """(minimum, median) seconds of ``repeats`` calls (``setup`` runs untimed before each)."""
     times = []
     for _ in range(repeats):
+        if setup is not None:
+            setup()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -95,12 +100,17 @@ def _decoder_parts(model, f0s, lds, backend: str, repeats: int) -> None:
     print(_fmt("decoder: output stack", _times(head, repeats)))
 
 
-def _bench_backend(checkpoint, backend: str, f0, loudness, seconds: float, repeats: int) -> None:
+def _bench_backend(
+    checkpoint, backend: str, f0, loudness, seconds: float, repeats: int, precision: str = "exact"
+) -> None:
     from ddsp_pd.inference import InferenceModel
     from ddsp_pd.inference import synth as isynth
 
     config = checkpoint.config
-    model = InferenceModel(checkpoint, kernels=backend)
+    model = InferenceModel(checkpoint, kernels=backend, precision=precision)
+    cold = model.stack_cache.clear  # each timed decode computes both stacks
+    if precision != "exact":
+        print(f"[{backend}, precision={precision}]")
     start = time.perf_counter()
     model.render(f0, loudness)
     print(f"[{backend}] first render in this process: {(time.perf_counter() - start) * 1e3:.0f} ms")
@@ -113,6 +123,17 @@ def _bench_backend(checkpoint, backend: str, f0, loudness, seconds: float, repea
     filtered, _ = isynth.filtered_noise(controls["noise_magnitudes"], white, config.hop)
     dry = harmonic + filtered
     mags = controls["noise_magnitudes"]
+    shifts = iter(range(1, 10**6))
+
+    def loudness_change():
+        return model.decode(f0s, lds - 0.001 * next(shifts))
+
+    model.decode(f0s, lds)
+    print(_fmt("decoder, loudness changed (f0 stack cached)", _times(loudness_change, repeats)))
+    if precision != "exact":
+        render = _times(lambda: model.render(f0, loudness, seed=0), repeats, cold)
+        print(_fmt("render end to end (model only, cold cache)", render))
+        return
     stages = [
         ("decoder", lambda: model.decode(f0s, lds)),
         ("controls (exp_sigmoid, Nyquist)", lambda: model.controls(raw, f0[None])),
@@ -123,15 +144,16 @@ def _bench_backend(checkpoint, backend: str, f0, loudness, seconds: float, repea
     if model.reverb_ir is not None:
         stages.append(("reverb", lambda: isynth.reverb(dry, model.reverb_ir)))
     for label, fn in stages:
-        print(_fmt(label, _times(fn, repeats)))
+        print(_fmt(label, _times(fn, repeats, cold)))
         if label == "decoder":
             _decoder_parts(model, f0s, lds, backend, repeats)
-    render = _times(lambda: model.render(f0, loudness, seed=0), repeats)
-    print(_fmt("render end to end (model only)", render))
+    render = _times(lambda: model.render(f0, loudness, seed=0), repeats, cold)
+    print(_fmt("render end to end (model only, cold cache)", render))
     print(f"  = {seconds / render[0]:.0f}x real time at the minimum")
     ddsp = InferenceModel(checkpoint, kernels=backend, phase_mode="ddsp")
     ddsp.render(f0, loudness)
-    print(_fmt("render, phase_mode='ddsp'", _times(lambda: ddsp.render(f0, loudness), repeats)))
+    ddsp_time = _times(lambda: ddsp.render(f0, loudness), repeats, ddsp.stack_cache.clear)
+    print(_fmt("render, phase_mode='ddsp'", ddsp_time))
     flops = 2 * len(f0) * model.weights.parameter_count
     print(f"  decoder arithmetic: {flops / 1e9:.1f} GFLOP per {seconds:g} s")
 
@@ -169,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     backends = ["numpy"] + (["compiled"] if kernels.compiled_available() else [])
     for backend in backends:
         _bench_backend(checkpoint, backend, f0, loudness, args.seconds, args.repeats)
+    _bench_backend(checkpoint, backends[-1], f0, loudness, args.seconds, args.repeats, "fast")
 
     if args.tensorflow:
         from ddsp_pd.model import DdspModel

@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--kernels", default="auto", choices=["auto", "numpy", "compiled"])
+    parser.add_argument("--precision", default="exact", choices=["exact", "fast"])
     args = parser.parse_args(argv)
 
     (_, t_import) = _timed(lambda: __import__("ddsp_pd.transfer"))
@@ -76,12 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     tf = "tensorflow" in sys.modules
     print(f"import ddsp_pd.transfer, once per process: {t_import:.2f} s (TensorFlow: {tf})")
 
-    engine = Engine(warm_up=True, kernels=args.kernels)
+    engine = Engine(warm_up=True, kernels=args.kernels, precision=args.precision)
     loaded, t_load = _timed(lambda: engine.load_model(args.checkpoint))
     config = loaded.model.config
     print(
         f"checkpoint load + model build + warm-up: {t_load * 1e3:.0f} ms "
-        f"(kernels: {engine.kernels_for(0)})"
+        f"(kernels: {engine.kernels_for(0)}, precision: {args.precision})"
     )
 
     # A 10 s input at the file's own rate, written to a temp file so the cache starts cold.
@@ -138,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
             changed = RenderSettings(controls=ControlSettings(loudness_db=-0.5 * (i + 1)))
             times.append(_timed(lambda s=changed: engine.render(loaded, s, input_path=first))[1])
         _report("warm re-render, cached features, control change (decoder runs)", times)
+        octaves = []
+        for i in range(args.repeats):
+            # An octave never used before: f0 is new, the loudness stack comes from the cache.
+            changed = RenderSettings(controls=ControlSettings(octave=0.01 * (i + 1)))
+            octaves.append(_timed(lambda s=changed: engine.render(loaded, s, input_path=first))[1])
+        _report("warm re-render after an octave change (decoder runs)", octaves)
 
         reseeded = []
         for i in range(args.repeats):

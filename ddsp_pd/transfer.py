@@ -39,6 +39,7 @@ from ddsp_pd.errors import CancelledError, ControlError, InputError, StatisticsE
 from ddsp_pd.features import FeatureCache, Features, load_features_npz
 from ddsp_pd.inference import ModelControls, synthesis
 from ddsp_pd.inference import kernels as inference_kernels
+from ddsp_pd.inference.decoder import PRECISIONS
 from ddsp_pd.kinds.controls import SynthControls
 from ddsp_pd.kinds.loader import open_model
 from ddsp_pd.statistics import DatasetStatistics, ModelRanges, load_statistics
@@ -221,12 +222,18 @@ class Engine:
         warm_up: bool = False,
         kernels: str = "auto",
         max_prepared_bytes: int = PREPARED_CACHE_BYTES,
+        precision: str = "exact",
     ) -> None:
         self.tracker_name = tracker
         self.checkpoint_dirs = checkpoint_dirs
         self.warm_up = warm_up
         # "auto": the compiled kernels where their start-up cost pays (see kernels_for).
         self.kernels = inference_kernels.check_backend(kernels)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        #: The decoder's precision for every model this engine loads (``"fast"``: the
+        #: GRU's recurrent kernel in 8 bits; see :mod:`ddsp_pd.inference.decoder`).
+        self.precision = precision
         self._models: OrderedDict[Path, LoadedModel] = OrderedDict()
         self._max_models = max_models
         self._features = FeatureCache(max_entries=max_features)
@@ -319,7 +326,7 @@ class Engine:
             if path in self._models:
                 self._models.move_to_end(path)
                 return self._models[path]
-        model, ckpt = open_model(path, kernels=self.kernels_for(0))
+        model, ckpt = open_model(path, kernels=self.kernels_for(0), precision=self.precision)
         statistics, problem = None, "the model has no statistics"
         if ckpt is not None:
             statistics, problem = _load_statistics(ckpt)

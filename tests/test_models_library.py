@@ -52,7 +52,10 @@ def fake_tflite(name: str) -> bytes:
     metadata.json (what ddsp_export writes), nothing a real interpreter would run."""
     packed = io.BytesIO()
     with zipfile.ZipFile(packed, "w") as zf:
-        zf.writestr("metadata.json", json.dumps({"export_time": name, "num_harmonics": 60}))
+        # A fixed entry date: writestr(name) stamps the current time, and two calls that
+        # straddle a two-second boundary would give different bytes.
+        entry = zipfile.ZipInfo("metadata.json", date_time=(2021, 1, 1, 0, 0, 0))
+        zf.writestr(entry, json.dumps({"export_time": name, "num_harmonics": 60}))
     return b"\x1c\x00\x00\x00TFL3" + name.encode().ljust(120, b"\0") + packed.getvalue()
 
 

@@ -31,7 +31,7 @@ def serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     make_checkpoints(tmp_path / "checkpoints")
     engines: list[FakeEngine] = []
 
-    def make_engine(tracker, dirs) -> FakeEngine:
+    def make_engine(tracker, dirs, precision="exact") -> FakeEngine:
         engines.append(FakeEngine())
         return engines[-1]
 

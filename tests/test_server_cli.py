@@ -130,7 +130,9 @@ def fake_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     import ddsp_pd.server.app as app
 
     make_checkpoints(tmp_path / "checkpoints")
-    monkeypatch.setattr(serve_command, "_make_engine", lambda tracker, dirs: FakeEngine())
+    monkeypatch.setattr(
+        serve_command, "_make_engine", lambda tracker, dirs, precision="exact": FakeEngine()
+    )
     calls: dict[str, object] = {}
 
     def run(args: list[str], interact=None):

@@ -284,6 +284,14 @@ def _audio_warnings(shown: set[str]) -> Iterator[None]:
     help="Note-on threshold of auto-adjust's note detection.",
 )
 @click.option("--tracker", default="default", show_default=True, help="f0 tracker to use.")
+@click.option(
+    "--precision",
+    type=click.Choice(["exact", "fast"]),
+    default="exact",
+    show_default=True,
+    help="Decoder arithmetic: exact float32, or fast (the GRU's recurrent weights in 8 bits: "
+    "within 0.3 dB of exact, see docs/performance.md).",
+)
 def command(
     input_path: Path | None,
     checkpoint: str | None,
@@ -304,6 +312,7 @@ def command(
     autotune: float,
     note_threshold: float,
     tracker: str,
+    precision: str,
 ) -> None:
     """Render timbre transfer of INPUT (any audio file) with a DDSP model of any kind.
 
@@ -346,7 +355,7 @@ def command(
         )
         settings.validate()
         started = time.perf_counter()
-        engine = Engine(tracker=tracker)
+        engine = Engine(tracker=tracker, precision=precision)
         click.echo("loading checkpoint ...", err=True)
         loaded = engine.load_model(checkpoint)
         click.echo(_model_line(loaded), err=True)

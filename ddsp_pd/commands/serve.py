@@ -89,6 +89,14 @@ def _networks(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 )
 @click.option("--tracker", default=None, help="f0 tracker [default: the engine's default].")
 @click.option(
+    "--precision",
+    type=click.Choice(["exact", "fast"]),
+    default="exact",
+    show_default=True,
+    help="Decoder arithmetic for every model: exact float32, or fast (the GRU's recurrent "
+    "weights in 8 bits: within 0.3 dB of exact).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -105,6 +113,7 @@ def command(
     output_dir: Path | None,
     keep: int,
     tracker: str | None,
+    precision: str,
     log_level: str,
 ) -> None:
     """Run the OSC service that the Pd patch talks to, until Ctrl-C or SIGTERM.
@@ -123,7 +132,7 @@ def command(
 
         # Before the engine: a refused address should not wait for TensorFlow.
         check_listen(host, parse_networks(allow))
-        engine = _make_engine(tracker, dirs)
+        engine = _make_engine(tracker, dirs, precision)
         config = ServerConfig(
             host=host,
             port=port,
@@ -166,7 +175,7 @@ def command(
     serve_until_signal(service)
 
 
-def _make_engine(tracker: str | None, dirs: list[Path] | None) -> object:
+def _make_engine(tracker: str | None, dirs: list[Path] | None, precision: str = "exact") -> object:
     try:
         from ddsp_pd.transfer import Engine
     except ImportError as exc:
@@ -178,5 +187,5 @@ def _make_engine(tracker: str | None, dirs: list[Path] | None) -> object:
             raise click.ClickException(
                 f"unknown --tracker {tracker!r}: use one of {', '.join(TRACKERS)}"
             )
-        return Engine(tracker=tracker, checkpoint_dirs=dirs, warm_up=True)
-    return Engine(checkpoint_dirs=dirs, warm_up=True)
+        return Engine(tracker=tracker, checkpoint_dirs=dirs, warm_up=True, precision=precision)
+    return Engine(checkpoint_dirs=dirs, warm_up=True, precision=precision)

@@ -13,8 +13,11 @@ import math
 
 import numba
 import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-__all__ = ["gru_recurrence", "harmonic_bank", "layer_norm_leaky", "warm_up"]
+__all__ = ["gru_part", "gru_recurrence", "harmonic_bank", "layer_norm_leaky", "warm_up"]
 
 _TWO_PI = 2.0 * math.pi
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -151,6 +154,144 @@ def gru_recurrence(x_proj, recurrent_kernel_t, recurrent_bias, h0, out):  # prag
     return h
 
 
+@_fast
+def _matvec_q8(q_t, scale, h, out):  # pragma: no cover - compiled
+    """``out = h @ matrix`` with the rows of ``matrix.T`` stored as int8 times a scale per
+    row (``matrix.T[j] ~ q_t[j] * scale[j]``): a quarter of the bytes to read per step."""
+    rows, cols = q_t.shape
+    j = 0
+    while j + 4 <= rows:
+        r0 = q_t[j]
+        r1 = q_t[j + 1]
+        r2 = q_t[j + 2]
+        r3 = q_t[j + 3]
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        for i in range(cols):
+            hi = h[i]
+            a0 += np.float32(r0[i]) * hi
+            a1 += np.float32(r1[i]) * hi
+            a2 += np.float32(r2[i]) * hi
+            a3 += np.float32(r3[i]) * hi
+        out[j] = a0 * scale[j]
+        out[j + 1] = a1 * scale[j + 1]
+        out[j + 2] = a2 * scale[j + 2]
+        out[j + 3] = a3 * scale[j + 3]
+        j += 4
+    while j < rows:
+        r0 = q_t[j]
+        a0 = np.float32(0.0)
+        for i in range(cols):
+            a0 += np.float32(r0[i]) * h[i]
+        out[j] = a0 * scale[j]
+        j += 1
+
+
+# Two threads of one GRU exchange their halves of the state once per frame through an
+# int64 counter per thread: an atomic release store after writing, an acquire load before
+# reading (numba has no atomics of its own; these are LLVM's).
+@intrinsic
+def _load_acquire(typingctx, arr, idx):  # pragma: no cover - compiled
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return types.int64(arr, idx), codegen
+
+
+@intrinsic
+def _store_release(typingctx, arr, idx, val):  # pragma: no cover - compiled
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        builder.store_atomic(args[2], ptr, "release", 8)
+        return context.get_dummy_value()
+
+    return types.void(arr, idx, types.int64), codegen
+
+
+_sched_yield = types.ExternalFunction("sched_yield", types.int32())
+# Spins of a waiting thread before it yields its core (a wait is normally well under a
+# microsecond; a yield lets the other thread run when both share one core).
+_SPINS_BEFORE_YIELD = 2000
+#: Counter slots apart per thread (128 bytes: the threads' counters share no cache line).
+COUNTER_STRIDE = 16
+
+
+@_jit
+def gru_part(
+    x_proj,
+    recurrent_kernel_t,
+    q_t,
+    q_scale,
+    recurrent_bias,
+    h0,
+    out,
+    u0,
+    u1,
+    hbuf,
+    counters,
+    part,
+    n_parts,
+):  # pragma: no cover - compiled
+    """Units ``u0:u1`` of the GRU of :func:`gru_recurrence`, one of ``n_parts`` threads.
+
+    Each thread computes the gates of its units from the whole previous state, writes its
+    slice of ``out`` and of ``hbuf[(t + 1) % 2]``, then waits until every other part has
+    finished frame ``t``. ``q_t``/``q_scale`` (non-empty) replace the recurrent kernel by
+    its 8-bit form. ``counters[n_parts * COUNTER_STRIDE]`` non-zero means another part
+    failed: every part then returns early and the result is invalid (the caller raises).
+    Returns the state after the last frame (all ``U`` units).
+    """
+    n_frames = x_proj.shape[0]
+    u = recurrent_kernel_t.shape[1]
+    k = u1 - u0
+    quantized = q_t.shape[0] > 0
+    abort = n_parts * COUNTER_STRIDE
+    h = h0.copy()
+    hk = h[u0:u1].copy()
+    hp = np.empty(3 * k, np.float32)
+    pre = np.empty(3 * k, np.float32)
+    bits = np.empty(3 * k, np.int32)
+    xt = np.empty(3 * k, np.float32)
+    bias = np.empty(3 * k, np.float32)
+    for g in range(3):
+        bias[g * k : (g + 1) * k] = recurrent_bias[g * u + u0 : g * u + u1]
+    for t in range(n_frames):
+        for g in range(3):
+            lo = g * u + u0
+            if quantized:
+                _matvec_q8(q_t[lo : lo + k], q_scale[lo : lo + k], h, hp[g * k : (g + 1) * k])
+            else:
+                _matvec(recurrent_kernel_t[lo : lo + k], h, hp[g * k : (g + 1) * k])
+            xt[g * k : (g + 1) * k] = x_proj[t, lo : lo + k]
+        _gru_gates(xt, hp, bias, hk, out[t, u0:u1], pre, bits, k)
+        if n_parts == 1:
+            h[:] = hk
+            continue
+        nb = (t + 1) % 2
+        hbuf[nb, u0:u1] = hk
+        _store_release(counters, part * COUNTER_STRIDE, t + 1)
+        for p in range(n_parts):
+            if p == part:
+                continue
+            spins = 0
+            while _load_acquire(counters, p * COUNTER_STRIDE) < t + 1:
+                if _load_acquire(counters, abort) != 0:
+                    return h
+                spins += 1
+                if spins >= _SPINS_BEFORE_YIELD:
+                    _sched_yield()
+                    spins = 0
+        h[:] = hbuf[nb]
+    return h
+
+
 @_jit
 def harmonic_bank(
     phase0, f0, f0_next, amps, amps_next, sample_rate, w_this, w_next, out
@@ -220,6 +361,27 @@ def warm_up() -> None:
         np.zeros(u, f32),
         np.zeros((2, u), f32),
     )
+    x = np.zeros((2, 3 * u + 2), f32)
+    rk_t = np.zeros((3 * u, u), f32)
+    for q_t, scale in (
+        (np.zeros((0, u), np.int8), np.zeros(0, f32)),
+        (np.zeros((3 * u, u), np.int8), np.ones(3 * u, f32)),
+    ):
+        gru_part(
+            x,
+            rk_t,
+            q_t,
+            scale,
+            np.zeros(3 * u, f32),
+            np.zeros(u, f32),
+            np.zeros((2, u), f32),
+            0,
+            u,
+            np.zeros((2, u), f32),
+            np.zeros(2 * COUNTER_STRIDE, np.int64),
+            0,
+            1,
+        )
     hop = 4
     harmonic_bank(
         0.0,

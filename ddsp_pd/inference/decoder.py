@@ -8,12 +8,24 @@ and GRU output through the output stack and a final Dense, split by ``output_spl
 Everything is float32. Frames are decoded in blocks of :data:`DECODE_BLOCK_FRAMES`, the GRU
 state carried from one block to the next, so memory is bounded whatever the clip's length
 and a clip decoded in pieces (:func:`decode` with ``state``) equals the clip decoded whole.
+
+Each input's stack enters the GRU and the output stack only through its product with its
+rows of the fused kernel; a :class:`StackCache` keeps those products, so a re-render in
+which one input changed (a loudness shift leaves f0 alone, an octave leaves loudness)
+computes only the changed input's stack. ``precision="fast"`` runs the GRU's recurrent
+kernel in 8 bits (:class:`ddsp_pd.inference.kernels.QuantizedKernel`); everything else is
+the same float32.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -23,8 +35,10 @@ from ddsp_pd.inference import kernels
 
 __all__ = [
     "DECODE_BLOCK_FRAMES",
+    "PRECISIONS",
     "DecoderWeights",
     "FcLayer",
+    "StackCache",
     "decode",
     "decoder_variable_shapes",
     "fc_stack",
@@ -35,7 +49,13 @@ __all__ = [
 # are ~100 MB, whatever the length of the clip.
 DECODE_BLOCK_FRAMES = 4000
 
+#: ``"exact"``: float32 throughout (what the parity tests check); ``"fast"``: the GRU's
+#: recurrent kernel in 8 bits, within the bound tests/test_precision.py states.
+PRECISIONS = ("exact", "fast")
+
 LN_EPS = 1e-3
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 LEAK = 0.2
 OUT_STACK = "decoder/out_stack"
 DENSE_OUT = "decoder/dense_out"
@@ -157,10 +177,74 @@ class DecoderWeights:
             dense_bias=v[f"{DENSE_OUT}/bias"],
         )
 
+    @cached_property
+    def quantized_recurrent(self) -> kernels.QuantizedKernel:
+        """The recurrent kernel in 8 bits (``precision="fast"``), made on first use."""
+        return kernels.QuantizedKernel.of(self.recurrent_kernel_t)
+
     @property
     def parameter_count(self) -> int:
         """Number of scalars in the decoder (as stored in the checkpoint)."""
         return int(sum(int(np.prod(s)) for s in decoder_variable_shapes(self.config).values()))
+
+
+class StackCache:
+    """Recent products of an input's stack with its rows of the fused kernel, by the
+    input's name, the block's first frame and a digest of its values; least recently used
+    first out past ``max_bytes``. Safe to share between threads; entries are read-only."""
+
+    #: Blocks shorter than this are not worth a digest (a live stream's steps).
+    MIN_FRAMES = 256
+
+    def __init__(self, max_bytes: int = 80 * 2**20) -> None:
+        self.max_bytes = int(max_bytes)
+        self._entries: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(name: str, start: int, values: np.ndarray) -> tuple:
+        """The key of one input's block."""
+        values = np.ascontiguousarray(values, np.float32)
+        digest = hashlib.blake2b(values.tobytes(), digest_size=16)
+        digest.update(str(values.shape).encode())
+        return (name, int(start), digest.hexdigest())
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        """The product stored under ``key``, or None."""
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return hit
+
+    def put(self, key: tuple, value: np.ndarray) -> None:
+        """Keep ``value`` (unless it alone exceeds the budget), dropping the oldest."""
+        if value.nbytes > self.max_bytes:
+            return
+        value.flags.writeable = False
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            total = sum(v.nbytes for v in self._entries.values())
+            while total > self.max_bytes and len(self._entries) > 1:
+                _, dropped = self._entries.popitem(last=False)
+                total -= dropped.nbytes
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held."""
+        with self._lock:
+            return sum(v.nbytes for v in self._entries.values())
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        with self._lock:
+            self._entries.clear()
 
 
 # ------------------------------------------------------------------ maths
@@ -185,25 +269,130 @@ def fc_stack(x: np.ndarray, layers: Sequence[FcLayer], backend: str = "numpy") -
     return x
 
 
+def _row_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddsp-pd-rows")
+        return _pool
+
+
+def _in_halves(work: Callable[[slice], None], rows: int, threads: int) -> None:
+    """``work(rows_slice)`` over ``0:rows``: in two halves on two threads when ``threads``
+    is 2 (numpy, BLAS and the compiled kernels let go of the GIL), else in one call."""
+    if threads < 2:
+        work(slice(0, rows))
+        return
+    mid = rows // 2
+    other = _row_pool().submit(work, slice(mid, rows))
+    try:
+        work(slice(0, mid))
+    finally:
+        other.result()
+
+
+def _fused_products(
+    weights: DecoderWeights,
+    inputs: Sequence[np.ndarray],
+    backend: str,
+    cache: StackCache | None,
+    start: int,
+    threads: int,
+) -> np.ndarray:
+    """``concat(stacks) @ fused_kernel + fused_bias`` as the sum of each input's product
+    with its rows (always summed so, in input order, whether a product comes from
+    ``cache`` or not, so that a cached re-render equals a fresh one to the bit)."""
+    config = weights.config
+    ch = config.ch
+    rows = inputs[0].size
+    width = weights.fused_kernel.shape[1]
+    flat = [x.reshape(rows) for x in inputs]
+    keys: list[tuple | None] = []
+    parts: list[np.ndarray | None] = []
+    for name, x in zip(config.input_keys, inputs, strict=True):
+        key = None
+        if cache is not None and x.shape[-1] >= StackCache.MIN_FRAMES:
+            key = StackCache.key(name, start, x)
+        hit = cache.get(key) if key is not None else None
+        keys.append(key)
+        # A product to keep is computed into its own full array; one not kept is not.
+        parts.append(
+            hit if hit is not None else (np.empty((rows, width), np.float32) if key else None)
+        )
+    # Cache hits are read-only; a writeable part is one to compute here and then keep.
+    fresh = [part is not None and part.flags.writeable for part in parts]
+    fused = np.empty((rows, width), np.float32)
+
+    def work(sl: slice) -> None:
+        acc = fused[sl]
+        scratch = None
+        for i, layers in enumerate(weights.stacks):
+            part = parts[i]
+            if part is None or fresh[i]:
+                stack = fc_stack(flat[i][sl], layers, backend)
+                if part is not None:
+                    target = part[sl]
+                elif i == 0:
+                    target = acc
+                else:
+                    if scratch is None:
+                        scratch = np.empty_like(acc)
+                    target = scratch
+                np.matmul(stack, weights.fused_kernel[i * ch : (i + 1) * ch], out=target)
+            else:
+                target = part[sl]
+            if i == 0:
+                if target is not acc:
+                    acc[...] = target
+            else:
+                acc += target
+        acc += weights.fused_bias
+
+    _in_halves(work, rows, threads)
+    for key, part, new in zip(keys, parts, fresh, strict=True):
+        if new and cache is not None and key is not None and part is not None:
+            cache.put(key, part)
+    return fused
+
+
 def _decode_block(
     weights: DecoderWeights,
     inputs: Sequence[np.ndarray],
     h: np.ndarray,
     backend: str,
+    precision: str = "exact",
+    cache: StackCache | None = None,
+    start: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw outputs ``[B, T, n_outputs]`` of one block of frames and the last GRU state."""
+    batch, n_frames = inputs[0].shape
+    rows = batch * n_frames
+    threads = kernels.worker_threads(rows)
+    if threads < 2:
+        return _decode_rows(weights, inputs, h, backend, precision, cache, start, 1)
+    # Two threads of ours, one core each: BLAS's own second thread would only compete
+    # with them (and its spinning after a product slows the GRU that follows).
+    with kernels.single_blas_thread():
+        return _decode_rows(weights, inputs, h, backend, precision, cache, start, threads)
+
+
+def _decode_rows(
+    weights: DecoderWeights,
+    inputs: Sequence[np.ndarray],
+    h: np.ndarray,
+    backend: str,
+    precision: str,
+    cache: StackCache | None,
+    start: int,
+    threads: int,
+) -> tuple[np.ndarray, np.ndarray]:
     config = weights.config
     batch, n_frames = inputs[0].shape
     units = config.rnn_channels
     rows = batch * n_frames
-    stacks = [
-        fc_stack(x.reshape(rows), layers, backend)
-        for x, layers in zip(inputs, weights.stacks, strict=True)
-    ]
-    x = stacks[0] if len(stacks) == 1 else np.concatenate(stacks, axis=1)
-    fused = x @ weights.fused_kernel
-    fused += weights.fused_bias
+    fused = _fused_products(weights, inputs, backend, cache, start, threads)
     gates = fused.reshape(batch, n_frames, -1)  # the GRU reads the first 3U columns
+    quantized = weights.quantized_recurrent if precision == "fast" else None
     rnn_out = np.empty((batch, n_frames, units), np.float32)
     h_last = np.empty((batch, units), np.float32)
     for b in range(batch):
@@ -215,14 +404,22 @@ def _decode_block(
             rnn_out[b],
             backend,
             weights.recurrent_kernel_t,
+            quantized,
+            threads if n_frames >= kernels.GRU_SPLIT_MIN_FRAMES else 1,
         )
-    # A contiguous result (not a view into ``fused``) keeps the row kernels fast.
-    y = rnn_out.reshape(rows, units) @ weights.out_first_rnn
-    y += fused[:, 3 * units :]
-    y = _norm_act(y, weights.out_first, backend)
-    y = fc_stack(y, weights.out_rest, backend)
-    out = y @ weights.dense_kernel
-    out += weights.dense_bias
+    rnn_rows = rnn_out.reshape(rows, units)
+    out = np.empty((rows, config.n_outputs), np.float32)
+
+    def head(sl: slice) -> None:
+        # A contiguous result (not a view into ``fused``) keeps the row kernels fast.
+        y = rnn_rows[sl] @ weights.out_first_rnn
+        y += fused[sl, 3 * units :]
+        y = _norm_act(y, weights.out_first, backend)
+        y = fc_stack(y, weights.out_rest, backend)
+        np.matmul(y, weights.dense_kernel, out=out[sl])
+        out[sl] += weights.dense_bias
+
+    _in_halves(head, rows, threads)
     return out.reshape(batch, n_frames, -1), h_last
 
 
@@ -232,6 +429,8 @@ def decode(
     state: np.ndarray | None = None,
     backend: str = "numpy",
     block_frames: int | None = None,
+    precision: str = "exact",
+    cache: StackCache | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Decode scaled features: ``inputs`` maps each of ``config.input_keys`` to ``[B, T]``.
 
@@ -239,8 +438,12 @@ def decode(
     GRU state after the last frame, ``[B, U]``. ``state`` is the state before the first
     frame (zeros when None): passing one call's state to the next decodes a long clip in
     pieces exactly as in one piece. ``backend`` names the kernels (``"numpy"`` or
-    ``"compiled"``, see :mod:`ddsp_pd.inference.kernels`).
+    ``"compiled"``, see :mod:`ddsp_pd.inference.kernels`); ``precision`` one of
+    :data:`PRECISIONS`. ``cache`` keeps and reuses each input's stack products (only use
+    it where the state is the start of a clip: the key is the block's first frame).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     config = weights.config
     args = [np.asarray(inputs[key], dtype=np.float32) for key in config.input_keys]
     batch, n_frames = args[0].shape
@@ -253,7 +456,9 @@ def decode(
     out = np.empty((batch, n_frames, config.n_outputs), np.float32)
     for start in range(0, n_frames, block):
         piece = [x[:, start : start + block] for x in args]
-        out[:, start : start + block], h = _decode_block(weights, piece, h, backend)
+        out[:, start : start + block], h = _decode_block(
+            weights, piece, h, backend, precision, cache, start
+        )
     result = {}
     offset = 0
     for name, size in config.output_splits:

@@ -21,14 +21,18 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import math
+import os
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
     "BACKENDS",
     "COMPILED_MIN_FRAMES",
+    "GRU_SPLIT_MIN_FRAMES",
+    "QuantizedKernel",
     "auto_backend",
     "check_backend",
     "compiled_available",
@@ -38,6 +42,7 @@ __all__ = [
     "layer_norm_leaky",
     "resolve_backend",
     "single_blas_thread",
+    "worker_threads",
 ]
 
 BACKENDS = ("numpy", "compiled", "auto")
@@ -48,8 +53,15 @@ _HARMONIC_CHUNK = 256
 # Frames from which "auto" compiles even in a short-lived process (60 s at 250 frames/s).
 COMPILED_MIN_FRAMES = 15000
 
+# Frames from which the compiled GRU shares its units between two threads: starting a
+# thread costs ~0.1 ms and a frame's exchange of states ~1 us, so short calls (a live
+# stream's steps) stay on one.
+GRU_SPLIT_MIN_FRAMES = 256
+
 _controller_lock = threading.Lock()
 _controller = None
+_limit = None
+_limit_users = 0
 _loaded = False
 
 
@@ -109,17 +121,29 @@ def single_blas_thread() -> Iterator[None]:
     A matrix-vector product per frame is too small to share: waking a second BLAS thread
     for each one makes the loop slower, not faster. Large products keep every thread.
     """
-    global _controller
+    global _controller, _limit, _limit_users
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
         yield
         return
+    # The limit is process-wide: the first of overlapping users sets it, the last one out
+    # lifts it (nested or concurrent limits of threadpoolctl's own could restore the
+    # wrong count).
     with _controller_lock:
         if _controller is None:
             _controller = ThreadpoolController()
-    with _controller.limit(limits=1, user_api="blas"):
+        if _limit_users == 0:
+            _limit = _controller.limit(limits=1, user_api="blas")
+        _limit_users += 1
+    try:
         yield
+    finally:
+        with _controller_lock:
+            _limit_users -= 1
+            if _limit_users == 0 and _limit is not None:
+                _limit.restore_original_limits()
+                _limit = None
 
 
 # ------------------------------------------------------------------ layer norm
@@ -155,6 +179,96 @@ def layer_norm_leaky(
 # ------------------------------------------------------------------ GRU
 
 
+@dataclass(frozen=True)
+class QuantizedKernel:
+    """A matrix's transpose in 8 bits: ``matrix.T[j] ~ q_t[j] * scale[j]`` (int8 rows,
+    a float32 scale per row: the row's largest magnitude over 127, so each weight is off by
+    at most half a step of its row)."""
+
+    q_t: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def of(cls, matrix_t: np.ndarray) -> QuantizedKernel:
+        """The 8-bit form of ``matrix_t`` (``[rows, cols]``, the transpose of the kernel)."""
+        m = np.asarray(matrix_t, np.float32)
+        peak = np.max(np.abs(m), axis=1)
+        scale = np.where(peak > 0, peak / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+        q = np.clip(np.rint(m / scale[:, None]), -127, 127).astype(np.int8)
+        return cls(np.ascontiguousarray(q), np.ascontiguousarray(scale))
+
+    def dequantized_t(self) -> np.ndarray:
+        """The float32 matrix (transposed) that the 8-bit form stands for."""
+        return self.q_t.astype(np.float32) * self.scale[:, None]
+
+
+def worker_threads(n_frames: int) -> int:
+    """Threads a decode of ``n_frames`` frames (or rows) shares its work between: 2 on a
+    long call where this process may run on two or more cores, else 1.
+    ``DDSP_PD_THREADS=1`` forces one."""
+    if n_frames < GRU_SPLIT_MIN_FRAMES or os.environ.get("DDSP_PD_THREADS") == "1":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return 2 if cores >= 2 else 1
+
+
+def _gru_compiled(
+    x_proj: np.ndarray,
+    recurrent_kernel_t: np.ndarray,
+    recurrent_bias: np.ndarray,
+    h0: np.ndarray,
+    out: np.ndarray,
+    quantized: QuantizedKernel | None,
+    threads: int,
+) -> np.ndarray:
+    """The compiled GRU on ``threads`` (1 or 2) threads, each its share of the units."""
+    compiled = _compiled()
+    u = recurrent_kernel_t.shape[1]
+    if quantized is None:
+        q_t, scale = np.zeros((0, u), np.int8), np.zeros(0, np.float32)
+    else:
+        q_t, scale = quantized.q_t, quantized.scale
+    if threads <= 1 or u < 8:
+        if quantized is None:
+            return compiled.gru_recurrence(x_proj, recurrent_kernel_t, recurrent_bias, h0, out)
+        hbuf = np.zeros((2, u), np.float32)
+        counters = np.zeros(2 * compiled.COUNTER_STRIDE, np.int64)
+        args = (x_proj, recurrent_kernel_t, q_t, scale, recurrent_bias, h0, out)
+        return compiled.gru_part(*args, 0, u, hbuf, counters, 0, 1)
+    mid = (u // 2) // 4 * 4  # whole groups of four rows in each part
+    hbuf = np.zeros((2, u), np.float32)
+    counters = np.zeros(3 * compiled.COUNTER_STRIDE, np.int64)
+    abort = 2 * compiled.COUNTER_STRIDE
+    args = (x_proj, recurrent_kernel_t, q_t, scale, recurrent_bias, h0, out)
+    failure: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            compiled.gru_part(*args, mid, u, hbuf, counters, 1, 2)
+        except BaseException as exc:  # pragma: no cover - the compiled loop cannot raise
+            failure.append(exc)
+            counters[abort] = 1
+
+    worker = threading.Thread(target=second, name="ddsp-pd-gru", daemon=True)
+    try:
+        worker.start()
+    except RuntimeError:  # pragma: no cover - no thread to be had: one does it all
+        return _gru_compiled(x_proj, recurrent_kernel_t, recurrent_bias, h0, out, quantized, 1)
+    try:
+        h = compiled.gru_part(*args, 0, mid, hbuf, counters, 0, 2)
+    except BaseException:  # pragma: no cover - the compiled loop cannot raise
+        counters[abort] = 1
+        raise
+    finally:
+        worker.join()
+    if failure:  # pragma: no cover
+        raise RuntimeError("the GRU's second thread failed") from failure[0]
+    return h
+
+
 def gru_recurrence(
     x_proj: np.ndarray,
     recurrent_kernel: np.ndarray,
@@ -163,12 +277,17 @@ def gru_recurrence(
     out: np.ndarray,
     backend: str = "numpy",
     recurrent_kernel_t: np.ndarray | None = None,
+    quantized: QuantizedKernel | None = None,
+    threads: int | None = None,
 ) -> np.ndarray:
     """Keras GRU (reset_after) over ``x_proj`` ``[T, >= 3U]`` (``x W + b_input``; columns
     past ``3U`` are ignored), from state ``h0`` ``[U]``; writes ``out`` ``[T, U]`` and
     returns the last state (a copy of ``h0`` when ``T == 0``). The compiled backend reads
     the recurrent kernel transposed (``recurrent_kernel_t`` ``[3U, U]``, contiguous;
-    made here when not given).
+    made here when not given) and shares the units between ``threads`` threads (None:
+    :func:`worker_threads`), which gives the same result to the bit. ``quantized`` replaces
+    the recurrent kernel by its 8-bit form (the numpy backend by the float matrix that
+    form stands for, so both backends give the same result to float rounding).
 
     Gates in the 3U columns are ordered z, r, h: ``z = s(x_z + h_z)``,
     ``r = s(x_r + h_r)``, ``n = tanh(x_h + r h_h)``, ``h' = z h + (1 - z) n`` where
@@ -180,7 +299,10 @@ def gru_recurrence(
     if backend == "compiled":
         if recurrent_kernel_t is None:
             recurrent_kernel_t = np.ascontiguousarray(recurrent_kernel.T)
-        return _compiled().gru_recurrence(x_proj, recurrent_kernel_t, recurrent_bias, h0, out)
+        n = worker_threads(x_proj.shape[0]) if threads is None else threads
+        return _gru_compiled(x_proj, recurrent_kernel_t, recurrent_bias, h0, out, quantized, n)
+    if quantized is not None:
+        recurrent_kernel = quantized.dequantized_t().T
     u = recurrent_kernel.shape[0]
     half = np.float32(0.5)
     # sigmoid(a) = (1 + tanh(a / 2)) / 2 (numpy has a fast tanh, and no sigmoid without

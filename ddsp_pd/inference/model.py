@@ -33,7 +33,7 @@ from ddsp_pd.errors import CheckpointError, InputError
 from ddsp_pd.inference import kernels as kernels_module
 from ddsp_pd.inference import synth as isynth
 from ddsp_pd.inference import synthesis
-from ddsp_pd.inference.decoder import DecoderWeights, decode
+from ddsp_pd.inference.decoder import PRECISIONS, DecoderWeights, StackCache, decode
 from ddsp_pd.inference.synthesis import ModelControls
 from ddsp_pd.kinds.controls import ReverbSpec, SynthConfig, SynthControls
 
@@ -152,6 +152,7 @@ class InferenceModel:
         *,
         phase_mode: str = "accurate",
         kernels: str = "numpy",
+        precision: str = "exact",
     ) -> None:
         from ddsp_pd.checkpoint import Checkpoint, load_checkpoint
 
@@ -171,12 +172,18 @@ class InferenceModel:
             raise TypeError("InferenceModel needs the model's variables")
         if phase_mode not in isynth.PHASE_MODES:
             raise ValueError(f"phase_mode must be one of {isynth.PHASE_MODES}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.config = config
+        #: ``"exact"`` (float32) or ``"fast"`` (the GRU's recurrent kernel in 8 bits).
+        self.precision = precision
         self.phase_mode = phase_mode
         self.kernels = kernels_module.check_backend(kernels)
         #: Unique per model object in this process: caches of its outputs key on it.
         self.serial = next(_serials)
         self.weights = DecoderWeights.from_variables(config, variables)
+        #: Stack products of recent whole-clip decodes (see :class:`.decoder.StackCache`).
+        self.stack_cache = StackCache()
         #: How the controls become audio (the synthesis every kind shares).
         self.synth = synth_config(config, variables)
         #: The trainable reverb's impulse response (``"ir"`` reverbs), else None.
@@ -257,12 +264,20 @@ class InferenceModel:
         """Raw decoder outputs ``{name: [B, T, size]}``; inputs ``[T]`` or ``[B, T]``
         (``ld_scaled`` is ``pw_scaled`` for a ``"vst"`` model). ``with_state``: also the
         GRU state after the last frame (``(outputs, state)``). Every decoding of this
-        model goes through here."""
+        model goes through here; a decode from the start of a clip (``state`` None) keeps
+        its stack products in :attr:`stack_cache` for the next one."""
         f0s, _ = _as_batch(f0_scaled, "f0_scaled")
         lds, _ = _as_batch(ld_scaled, self.config.level_scaled_key)
         scaled = {"f0_scaled": f0s, self.config.level_scaled_key: lds}
         inputs = {key: scaled[key] for key in self.config.input_keys}
-        out = decode(self.weights, inputs, state, self.backend(f0s.shape[1], kernels))
+        out = decode(
+            self.weights,
+            inputs,
+            state,
+            self.backend(f0s.shape[1], kernels),
+            precision=self.precision,
+            cache=self.stack_cache if state is None else None,
+        )
         return out if with_state else out[0]
 
     def decode_with_state(
@@ -425,9 +440,12 @@ class InferenceModel:
         if f0.shape[0] != 1:
             raise InputError("render_blocks renders one clip ([frames] arrays)")
         backend = self.backend(f0.shape[1], kernels)
+        # Zeros, not None, for the first block: a long render's blocks are not kept in
+        # the stack cache (memory stays that of one block).
+        start = np.zeros(self.config.rnn_channels, np.float32)
 
         def controls_fn(f: np.ndarray, level: np.ndarray, state: Any) -> tuple[Any, Any]:
-            return self.synth_controls(f, level, state, kernels=backend)
+            return self.synth_controls(f, level, start if state is None else state, kernels=backend)
 
         return synthesis.render_blocks(
             controls_fn,

@@ -51,14 +51,20 @@ def no_model_problem(path: Path) -> str | None:
 
 
 def open_model(
-    path: str | Path, *, kernels: str = "numpy", phase_mode: str = "accurate"
+    path: str | Path,
+    *,
+    kernels: str = "numpy",
+    phase_mode: str = "accurate",
+    precision: str = "exact",
 ) -> tuple[Any, Any]:
     """The model at ``path`` and, for a checkpoint, its :class:`~ddsp_pd.checkpoint.Checkpoint`
     (None for a ``.tflite``).
 
     The model fits :class:`ddsp_pd.kinds.controls.ControlModel`: an
     :class:`ddsp_pd.inference.InferenceModel` (kinds ``"solo"`` and ``"vst"``, with
-    ``kernels`` and ``phase_mode``) or a :class:`ddsp_pd.kinds.tflite.TfliteModel`. Raises
+    ``kernels``, ``phase_mode`` and ``precision``) or a
+    :class:`ddsp_pd.kinds.tflite.TfliteModel` (which runs in float32 whatever
+    ``precision`` says: the interpreter's graph is not ours to requantize). Raises
     :class:`CheckpointError` with one line naming the problem.
     """
     path = Path(path).expanduser()
@@ -74,7 +80,9 @@ def open_model(
 
     checkpoint = load_checkpoint(path)
     try:
-        model = InferenceModel(checkpoint, kernels=kernels, phase_mode=phase_mode)
+        model = InferenceModel(
+            checkpoint, kernels=kernels, phase_mode=phase_mode, precision=precision
+        )
     except BaseException:
         checkpoint.close()
         raise
