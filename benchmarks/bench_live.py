@@ -37,6 +37,7 @@ RATE = 48000
 KINDS = {
     "default": (ROOT / "checkpoints" / "default", 0),
     "default-k1": (ROOT / "checkpoints" / "default", 1),
+    "default-k2": (ROOT / "checkpoints" / "default", 2),
     "solo": (REFERENCE_CHECKPOINT, 0),
     "solo-k8": (REFERENCE_CHECKPOINT, 8),
     "vst": (VST_REFERENCE / "checkpoint", 0),
