@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from ddsp_pd.stream.polyphase import polyphase
+
 __all__ = ["StreamResampler"]
 
 
@@ -90,11 +92,8 @@ class StreamResampler:
         count = total - self._emitted
         if count <= 0:
             return np.zeros(0, np.float32)
-        m = self._emitted + np.arange(count, dtype=np.int64)
-        n0 = m * self.down // self.up
-        phase = m * self.down - n0 * self.up
-        idx = n0[:, None] + self._offsets[None, :] - self._start
-        out = np.einsum("ij,ij->i", self._buffer[idx], self._table[phase]).astype(np.float32)
+        offset = int(self._offsets[0]) - self._start
+        out = polyphase(self._buffer, self._table, self._emitted, count, self.down, self.up, offset)
         self._emitted = total
         keep_from = (total * self.down // self.up) - self.reach + 1 - self._start
         if keep_from > 0:
