@@ -182,7 +182,7 @@ class DecoderWeights:
         """The recurrent kernel in 8 bits (``precision="fast"``), made on first use."""
         return kernels.QuantizedKernel.of(self.recurrent_kernel_t)
 
-    @property
+    @cached_property
     def parameter_count(self) -> int:
         """Number of scalars in the decoder (as stored in the checkpoint)."""
         return int(sum(int(np.prod(s)) for s in decoder_variable_shapes(self.config).values()))
