@@ -241,3 +241,42 @@ def test_render_command_takes_fast_precision(tmp_path: Path) -> None:
     mean_db, _ = spectral_distance_db(outs["fast"], outs["exact"])
     assert mean_db <= FAST_BOUND_DB
     assert not np.array_equal(outs["fast"], outs["exact"])
+
+
+def test_a_forked_child_decodes_on_its_own_threads() -> None:
+    import os
+
+    model = InferenceModel(DEFAULT, kernels="compiled" if kernels.compiled_available() else "numpy")
+    inputs = _scaled_inputs(model, 600)
+    parent, _ = decode(model.weights, inputs, backend=model.kernels)  # the pool thread exists
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a decode must not wait on the parent's pool thread
+        try:
+            child, _ = decode(model.weights, inputs, backend=model.kernels)
+            ok = all(np.array_equal(child[k], parent[k]) for k in parent)
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    import select
+
+    ready, _, _ = select.select([read], [], [], 60)
+    if not ready:
+        import signal
+
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's decode hung")
+    assert os.read(read, 1) == b"1"
+    os.waitpid(pid, 0)
+    os.close(read)
+
+
+def test_serve_hands_its_precision_to_the_engine() -> None:
+    import ddsp_pd.commands.serve as serve_command
+
+    assert serve_command._make_engine(None, None, "fast").precision == "fast"
+    assert serve_command._make_engine(None, None).precision == "exact"
+    result = CliRunner().invoke(main, ["serve", "--help"])
+    assert "--precision" in result.output and "fast" in result.output

@@ -20,6 +20,7 @@ the same float32.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -287,6 +288,16 @@ def fc_stack(x: np.ndarray, layers: Sequence[FcLayer], backend: str = "numpy") -
             y += layer.bias
         x = _norm_act(y, layer, backend)
     return x
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool thread does not exist there."""
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _row_pool() -> ThreadPoolExecutor:
