@@ -280,3 +280,10 @@ def test_serve_hands_its_precision_to_the_engine() -> None:
     assert serve_command._make_engine(None, None).precision == "exact"
     result = CliRunner().invoke(main, ["serve", "--help"])
     assert "--precision" in result.output and "fast" in result.output
+
+
+def test_the_commands_offer_the_decoders_precisions() -> None:
+    from ddsp_pd.commands.options import PRECISION_CHOICES
+    from ddsp_pd.inference.decoder import PRECISIONS
+
+    assert PRECISION_CHOICES == PRECISIONS

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from ddsp_pd.commands.options import precision_option
 from ddsp_pd.errors import DdspPdError
 
 
@@ -284,14 +285,7 @@ def _audio_warnings(shown: set[str]) -> Iterator[None]:
     help="Note-on threshold of auto-adjust's note detection.",
 )
 @click.option("--tracker", default="default", show_default=True, help="f0 tracker to use.")
-@click.option(
-    "--precision",
-    type=click.Choice(["exact", "fast"]),
-    default="exact",
-    show_default=True,
-    help="Decoder arithmetic: exact float32, or fast (the GRU's recurrent weights in 8 bits: "
-    "within 0.3 dB of exact, see docs/performance.md).",
-)
+@precision_option
 def command(
     input_path: Path | None,
     checkpoint: str | None,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ddsp_pd.commands.options import precision_option
 from ddsp_pd.errors import DdspPdError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -88,14 +89,7 @@ def _networks(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
     help="Results of each kind kept in the output folder; older ones are deleted.",
 )
 @click.option("--tracker", default=None, help="f0 tracker [default: the engine's default].")
-@click.option(
-    "--precision",
-    type=click.Choice(["exact", "fast"]),
-    default="exact",
-    show_default=True,
-    help="Decoder arithmetic for every model: exact float32, or fast (the GRU's recurrent "
-    "weights in 8 bits: within 0.3 dB of exact).",
-)
+@precision_option
 @click.option(
     "--log-level",
     default="info",

@@ -85,7 +85,8 @@ def _exp_inplace(x, bits):  # pragma: no cover - compiled
 @_fast
 def _matvec(matrix_t, h, out):  # pragma: no cover - compiled
     """``out = h @ matrix`` with ``matrix_t = matrix.T`` contiguous, four outputs at a time
-    so that each load of ``h`` serves four rows."""
+    so that each load of ``h`` serves four rows. ``matrix_t`` may be int8 (the 8-bit
+    kernel, scaled by the caller afterwards): each element is read as float32."""
     rows, cols = matrix_t.shape
     j = 0
     while j + 4 <= rows:
@@ -99,10 +100,10 @@ def _matvec(matrix_t, h, out):  # pragma: no cover - compiled
         a3 = np.float32(0.0)
         for i in range(cols):
             hi = h[i]
-            a0 += r0[i] * hi
-            a1 += r1[i] * hi
-            a2 += r2[i] * hi
-            a3 += r3[i] * hi
+            a0 += np.float32(r0[i]) * hi
+            a1 += np.float32(r1[i]) * hi
+            a2 += np.float32(r2[i]) * hi
+            a3 += np.float32(r3[i]) * hi
         out[j] = a0
         out[j + 1] = a1
         out[j + 2] = a2
@@ -112,7 +113,7 @@ def _matvec(matrix_t, h, out):  # pragma: no cover - compiled
         r0 = matrix_t[j]
         a0 = np.float32(0.0)
         for i in range(cols):
-            a0 += r0[i] * h[i]
+            a0 += np.float32(r0[i]) * h[i]
         out[j] = a0
         j += 1
 
@@ -152,41 +153,6 @@ def gru_recurrence(x_proj, recurrent_kernel_t, recurrent_bias, h0, out):  # prag
         _matvec(recurrent_kernel_t, h, hp)
         _gru_gates(x_proj[t], hp, recurrent_bias, h, out[t], pre, bits, u)
     return h
-
-
-@_fast
-def _matvec_q8(q_t, scale, h, out):  # pragma: no cover - compiled
-    """``out = h @ matrix`` with the rows of ``matrix.T`` stored as int8 times a scale per
-    row (``matrix.T[j] ~ q_t[j] * scale[j]``): a quarter of the bytes to read per step."""
-    rows, cols = q_t.shape
-    j = 0
-    while j + 4 <= rows:
-        r0 = q_t[j]
-        r1 = q_t[j + 1]
-        r2 = q_t[j + 2]
-        r3 = q_t[j + 3]
-        a0 = np.float32(0.0)
-        a1 = np.float32(0.0)
-        a2 = np.float32(0.0)
-        a3 = np.float32(0.0)
-        for i in range(cols):
-            hi = h[i]
-            a0 += np.float32(r0[i]) * hi
-            a1 += np.float32(r1[i]) * hi
-            a2 += np.float32(r2[i]) * hi
-            a3 += np.float32(r3[i]) * hi
-        out[j] = a0 * scale[j]
-        out[j + 1] = a1 * scale[j + 1]
-        out[j + 2] = a2 * scale[j + 2]
-        out[j + 3] = a3 * scale[j + 3]
-        j += 4
-    while j < rows:
-        r0 = q_t[j]
-        a0 = np.float32(0.0)
-        for i in range(cols):
-            a0 += np.float32(r0[i]) * h[i]
-        out[j] = a0 * scale[j]
-        j += 1
 
 
 # Two threads of one GRU exchange their halves of the state once per frame through an
@@ -266,7 +232,9 @@ def gru_part(
         for g in range(3):
             lo = g * u + u0
             if quantized:
-                _matvec_q8(q_t[lo : lo + k], q_scale[lo : lo + k], h, hp[g * k : (g + 1) * k])
+                _matvec(q_t[lo : lo + k], h, hp[g * k : (g + 1) * k])
+                for j in range(k):
+                    hp[g * k + j] *= q_scale[lo + j]
             else:
                 _matvec(recurrent_kernel_t[lo : lo + k], h, hp[g * k : (g + 1) * k])
             xt[g * k : (g + 1) * k] = x_proj[t, lo : lo + k]
