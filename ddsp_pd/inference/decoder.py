@@ -55,11 +55,13 @@ DECODE_BLOCK_FRAMES = 4000
 PRECISIONS = ("exact", "fast")
 
 LN_EPS = 1e-3
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
 LEAK = 0.2
 OUT_STACK = "decoder/out_stack"
 DENSE_OUT = "decoder/dense_out"
+
+# The thread that takes the second half of a long block's row-wise work (made on first use).
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def fc_variable_names(prefix: str, layers: int) -> list[tuple[str, str, str, str]]:
@@ -339,50 +341,49 @@ def _fused_products(
     width = weights.fused_kernel.shape[1]
     flat = [x.reshape(rows) for x in inputs]
     keys: list[tuple | None] = []
-    parts: list[np.ndarray | None] = []
+    hits: list[np.ndarray | None] = []
     for name, x in zip(config.input_keys, inputs, strict=True):
         key = None
         if cache is not None and x.shape[-1] >= StackCache.MIN_FRAMES:
             key = StackCache.key(name, start, x)
-        hit = cache.get(key) if key is not None else None
         keys.append(key)
-        # A product to keep is computed into its own full array; one not kept is not.
-        parts.append(
-            hit if hit is not None else (np.empty((rows, width), np.float32) if key else None)
-        )
-    # Cache hits are read-only; a writeable part is one to compute here and then keep.
-    fresh = [part is not None and part.flags.writeable for part in parts]
+        hits.append(cache.get(key) if cache is not None and key is not None else None)
+    # A product to keep is computed into a full array of its own; one not kept is not.
+    kept = [
+        np.empty((rows, width), np.float32) if key is not None and hit is None else None
+        for key, hit in zip(keys, hits, strict=True)
+    ]
     fused = np.empty((rows, width), np.float32)
 
     def work(sl: slice) -> None:
         acc = fused[sl]
         scratch = None
         for i, layers in enumerate(weights.stacks):
-            part = parts[i]
-            if part is None or fresh[i]:
-                stack = fc_stack(flat[i][sl], layers, backend)
-                if part is not None:
-                    target = part[sl]
+            hit, keep = hits[i], kept[i]
+            if hit is not None:
+                part = hit[sl]
+            else:
+                if keep is not None:
+                    part = keep[sl]
                 elif i == 0:
-                    target = acc
+                    part = acc
                 else:
                     if scratch is None:
                         scratch = np.empty_like(acc)
-                    target = scratch
-                _product(stack, weights.fused_kernel[i * ch : (i + 1) * ch], target)
-            else:
-                target = part[sl]
+                    part = scratch
+                stack = fc_stack(flat[i][sl], layers, backend)
+                _product(stack, weights.fused_kernel[i * ch : (i + 1) * ch], part)
             if i == 0:
-                if target is not acc:
-                    acc[...] = target
+                if part is not acc:
+                    acc[...] = part
             else:
-                acc += target
+                acc += part
         acc += weights.fused_bias
 
     _in_halves(work, rows, threads)
-    for key, part, new in zip(keys, parts, fresh, strict=True):
-        if new and cache is not None and key is not None and part is not None:
-            cache.put(key, part)
+    for key, keep in zip(keys, kept, strict=True):
+        if cache is not None and key is not None and keep is not None:
+            cache.put(key, keep)
     return fused
 
 
