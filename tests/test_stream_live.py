@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -135,7 +136,7 @@ def test_live_help_names_every_option():
                    "--block", "--checkpoint", "--port", "--file", "--output", "--realtime",
                    "--mode", "--octave", "--loudness", "--confidence", "--adjust",
                    "--adjust-mode", "--quiet", "--autotune", "--note-threshold", "--seed",
-                   "--notes", "--buffer"):  # fmt: skip
+                   "--notes", "--buffer", "--noise-phase", "--frames"):  # fmt: skip
         assert option in result.output, option
 
 
@@ -157,6 +158,18 @@ def test_live_file_mode_writes_what_a_listener_hears(tone_file, tmp_path):
     audio, rate = sf.read(out)
     assert rate == 44100
     assert audio.size > 1.2 * 44100 and np.max(np.abs(audio)) > 1e-3
+
+
+def test_live_noise_phase_linear_is_the_filter_delay_later(tone_file, tmp_path):
+    latency = {}
+    for phase in ("minimum", "linear"):
+        out = tmp_path / f"{phase}.wav"
+        result = CliRunner().invoke(
+            main, ["live", "--file", str(tone_file), "-o", str(out), "--noise-phase", phase]
+        )
+        assert result.exit_code == 0, result.output
+        latency[phase] = float(re.search(r"latency ([0-9.]+) ms", result.output).group(1))
+    assert latency["linear"] - latency["minimum"] == pytest.approx(62 / 16.0, abs=0.1)
 
 
 @pytest.mark.parametrize(

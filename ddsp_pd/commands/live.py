@@ -34,6 +34,7 @@ def _settings(
     hold_seconds: float,
     portamento: float,
     frames: int,
+    noise_phase: str = "minimum",
 ):
     from ddsp_pd.controls import ControlSettings
     from ddsp_pd.stream.engine import EngineSettings
@@ -55,6 +56,7 @@ def _settings(
         hold_seconds=hold_seconds,
         portamento=portamento,
         frames_per_step=frames,
+        noise_phase=noise_phase,
     ).validate()
 
 
@@ -131,6 +133,14 @@ def _report(run, stream=sys.stderr) -> None:
     help="Frames the model takes at a time: more is less CPU and more latency "
     "(0: 12 ms worth, 3 frames of a 250 frames/s model, 1 of a 50 frames/s one; "
     "16 ms worth for a model over 2 M parameters).",
+)
+@click.option(
+    "--noise-phase",
+    type=click.Choice(["minimum", "linear"]),
+    default="minimum",
+    show_default=True,
+    help="Noise filter: minimum (no delay) or linear (ddsp's: the offline render exactly, "
+    "3.9 ms later).",
 )
 @click.option(
     "--mode",
@@ -237,6 +247,7 @@ def command(
     block: int,
     buffer_blocks: int | None,
     frames: int,
+    noise_phase: str,
     mode: str,
     file_path: Path | None,
     output: Path | None,
@@ -267,7 +278,7 @@ def command(
             return
         settings = _settings(
             octave, loudness, confidence, adjust, quiet, autotune, note_threshold, mode,
-            seed, adjust_mode, hold_seconds, portamento, frames,
+            seed, adjust_mode, hold_seconds, portamento, frames, noise_phase,
         )  # fmt: skip
         if (file_path is None) != (output is None):
             raise click.UsageError("--file and --output go together")

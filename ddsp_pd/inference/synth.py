@@ -18,10 +18,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 
 from ddsp_pd.inference import kernels
 
 __all__ = [
+    "NOISE_PHASES",
     "PHASE_MODES",
     "exp_sigmoid",
     "fast_fft_size",
@@ -31,6 +33,7 @@ __all__ = [
     "harmonic_controls",
     "harmonic_synth",
     "hz_to_midi",
+    "minimum_phase_spectra",
     "noise_magnitudes",
     "noise_reverb_ir",
     "reverb",
@@ -459,6 +462,41 @@ def _filter_spectrum_operator(bands: int, window_size: int, fft_size: int) -> np
     return np.ascontiguousarray(interleaved, dtype=np.float32)
 
 
+#: How :func:`filtered_noise` may filter: ddsp's linear-phase FIRs, or minimum phase.
+NOISE_PHASES = ("linear", "minimum")
+#: Magnitude floor (relative to each frame's peak) before the logarithm: -100 dB.
+_MIN_PHASE_FLOOR = 1e-5
+#: Grid of the minimum-phase construction, in multiples of the FIR's taps.
+_MIN_PHASE_OVERSAMPLING = 4
+
+
+def minimum_phase_spectra(magnitudes: np.ndarray, window_size: int, fft_size: int) -> np.ndarray:
+    """``[frames, fft_size // 2 + 1]`` complex64: the spectra of minimum-phase FIRs whose
+    magnitude responses are those of :func:`frequency_impulse_response` of ``magnitudes``
+    ``[frames, bands]`` (energy up front instead of centred).
+
+    Homomorphic construction on a grid denser than the taps and than ``fft_size`` (so the
+    folded cepstrum barely aliases): log magnitude, real cepstrum, fold onto positive
+    quefrencies, exponentiate; every ``dense / fft_size``-th bin of the result is the
+    spectrum at ``fft_size`` (the response is as short as the FIR, so nothing wraps).
+    """
+    mags = np.asarray(magnitudes, np.float32)
+    bands = mags.shape[-1]
+    fft_size = int(fft_size)
+    dense = max(_next_pow2(_MIN_PHASE_OVERSAMPLING * _ir_size(bands, window_size)), fft_size)
+    operator = _filter_spectrum_operator(bands, window_size, dense)
+    response = np.abs((mags @ operator).view(np.complex64))
+    peak = np.max(response, axis=-1, keepdims=True)
+    np.maximum(response, np.maximum(peak * np.float32(_MIN_PHASE_FLOOR), np.float32(1e-30)),
+               out=response)  # fmt: skip
+    cepstrum = scipy.fft.irfft(np.log(response), dense, axis=-1)
+    half = dense // 2
+    cepstrum[:, 1:half] *= 2.0
+    cepstrum[:, half + 1 :] = 0.0
+    spectrum = np.exp(scipy.fft.rfft(cepstrum, axis=-1)[:, :: dense // fft_size])
+    return spectrum.astype(np.complex64, copy=False)
+
+
 def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
@@ -496,10 +534,15 @@ def filtered_noise(
     window_size: int = 0,
     state: NoiseState | None = None,
     final: bool = True,
+    phase: str = "linear",
 ) -> tuple[np.ndarray, NoiseState]:
     """Filter ``noise`` ``[B, T * hop]`` with per-frame magnitudes ``[B, T, bands]`` (ddsp
     ``FilteredNoise``: frame j of ``hop`` samples convolved with frame j's FIR by FFT,
     overlap-added, then advanced by ``(taps - 1) // 2 - 1`` samples).
+
+    ``phase="minimum"`` filters each frame with the minimum-phase FIR of the same magnitude
+    response instead (:func:`minimum_phase_spectra`) and advances nothing: the same noise
+    colour with no delay, for live streams (noise has no phase anyone hears).
 
     In one piece (the default) the output has the input's length. In pieces, pass the
     previous piece's state and ``final=False`` for all but the last one: each piece returns
@@ -510,7 +553,9 @@ def filtered_noise(
     bands = magnitudes.shape[-1]
     ir_size = _ir_size(bands, window_size)
     fft_size = _next_pow2(hop + ir_size - 1)
-    delay = (ir_size - 1) // 2 - 1
+    if phase not in NOISE_PHASES:
+        raise ValueError(f"noise phase must be one of {NOISE_PHASES}, got {phase!r}")
+    delay = (ir_size - 1) // 2 - 1 if phase == "linear" else 0
     noise = np.asarray(noise, np.float32)
     batch, n = noise.shape
     n_frames = n // hop
@@ -519,7 +564,10 @@ def filtered_noise(
     # The filters' spectra are linear in the magnitudes: one matrix product instead of an
     # inverse FFT, a window and a forward FFT per frame.
     operator = _filter_spectrum_operator(bands, window_size, fft_size)
-    spectra = (magnitudes.reshape(-1, bands) @ operator).view(np.complex64)
+    if phase == "linear":
+        spectra = (magnitudes.reshape(-1, bands) @ operator).view(np.complex64)
+    else:
+        spectra = minimum_phase_spectra(magnitudes.reshape(-1, bands), window_size, fft_size)
     spectrum *= spectra.reshape(spectrum.shape)
     pieces = np.fft.irfft(spectrum, fft_size, axis=-1).astype(np.float32, copy=False)
     segments = -(-fft_size // hop)

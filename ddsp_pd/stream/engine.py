@@ -37,7 +37,7 @@ from ddsp_pd.stream.midi import NoteSynth, note_level_db
 from ddsp_pd.stream.models import LiveModel
 from ddsp_pd.stream.pitch import StreamingYin
 from ddsp_pd.stream.resample import StreamResampler
-from ddsp_pd.stream.synth import StreamSynth
+from ddsp_pd.stream.synth import NOISE_PHASES, StreamSynth
 
 __all__ = [
     "AUTO_STEP_MS",
@@ -85,7 +85,9 @@ class EngineSettings:
     CPU per frame, as every step costs a fixed overhead and a large model reads all its
     weights once per step; ``frames_per_step - 1`` frames more latency); 0 (the default)
     means :func:`auto_frames_per_step` (3 frames at 250 frames/s, 4 for a large model,
-    1 at 50).
+    1 at 50); ``noise_phase``: the noise filter, ``"minimum"`` (no delay, the default) or
+    ``"linear"`` (ddsp's, 3.9 ms later at 65 bands; the stream is then the offline render,
+    later): see :mod:`ddsp_pd.stream.synth`.
     """
 
     controls: ControlSettings = field(default_factory=ControlSettings)
@@ -99,6 +101,7 @@ class EngineSettings:
     fmax: float = 2000.0
     portamento: float = 0.0
     frames_per_step: int = 0
+    noise_phase: str = "minimum"
 
     def validate(self) -> EngineSettings:
         """Check every value; returns ``self``. Raises ControlError."""
@@ -115,6 +118,8 @@ class EngineSettings:
             raise ControlError("hold and window seconds must be in [0.5, 600] and [1, 600]")
         if not 0 <= int(self.frames_per_step) <= 64:
             raise ControlError(f"frames per step must be in [1, 64], got {self.frames_per_step}")
+        if self.noise_phase not in NOISE_PHASES:
+            raise ControlError(f"noise phase must be one of {NOISE_PHASES}: {self.noise_phase!r}")
         if not (20.0 <= self.fmin < self.fmax <= 4000.0):
             raise ControlError(f"f0 range {self.fmin}-{self.fmax} Hz is outside 20-4000 Hz")
         return self
@@ -137,7 +142,8 @@ class FramePipeline:
     """Frames of features -> audio at the model's rate: controls, model, synthesis.
 
     This is the part of the engine that streaming and offline runs share: fed the same
-    frame features, it gives the offline render of them (``synth.delay`` samples later).
+    frame features, it gives the offline render of them (``synth.delay`` samples later;
+    with ``noise_phase="minimum"``, the same with the noise's phase changed and no delay).
     """
 
     def __init__(
@@ -146,13 +152,14 @@ class FramePipeline:
         controls: LiveControls,
         seed: int = 0,
         backend: str = "numpy",
+        noise_phase: str = "linear",
     ) -> None:
         self.model = model
         self.controls = controls
         self.state = model.initial_state()
         bands = _noise_bands(model)
         self.synth = StreamSynth(model.synth, bands, model.reverb_ir(seed), seed, "accurate",
-                                 backend)  # fmt: skip
+                                 backend, noise_phase)  # fmt: skip
         #: Called with each batch of controls (for tests and inspection).
         self.on_controls: Callable[[SynthControls], None] | None = None
 
@@ -226,7 +233,7 @@ class StreamEngine:
             model.min_db,
             portamento=s.portamento,
         )
-        self.pipeline = FramePipeline(model, self.controls, s.seed, backend)
+        self.pipeline = FramePipeline(model, self.controls, s.seed, backend, s.noise_phase)
         self._in = StreamResampler(self.host_rate, self.model_rate)
         self._out = StreamResampler(self.model_rate, self.host_rate)
         self._commands: collections.deque[tuple[str, tuple[Any, ...]]] = collections.deque()
@@ -464,6 +471,7 @@ class StreamEngine:
             np.full(frames, model.min_db + 20.0, np.float32),
             model.initial_state(),
         )
+        own = self.pipeline.synth
         synth = StreamSynth(model.synth, ctl.n_noise_bands, model.reverb_ir(0), 0, "accurate",
-                            self.pipeline.synth.backend)  # fmt: skip
+                            own.backend, own.noise_phase)  # fmt: skip
         synth.push(ctl)

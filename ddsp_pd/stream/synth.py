@@ -8,10 +8,16 @@ a long impulse response costs one small transform per frame and its tail runs on
 any number of calls.
 
 Each frame's audio interpolates towards the next frame's controls, so frame i is
-synthesised when frame i + 1 arrives. The noise filter is linear phase: its output is
-``delay`` samples late, and the harmonic part is delayed by as much to stay aligned. So the
-stream is the offline render of the same controls, ``delay`` samples later (to float
-rounding), whatever the number of frames per call.
+synthesised when frame i + 1 arrives. Two noise filters (``noise_phase``):
+
+- ``"linear"``: ddsp's linear-phase FIRs. Their output is ``delay`` samples late (half the
+  FIR: 62 samples, 3.9 ms, for 65 bands), and the harmonic part is delayed by as much to stay
+  aligned. The stream is then the offline render of the same controls, ``delay`` samples
+  later (to float rounding), whatever the number of frames per call.
+- ``"minimum"`` (what live streams use): the minimum-phase FIRs of the same magnitude
+  responses (:func:`ddsp_pd.inference.synth.minimum_phase_spectra`), which need no delay.
+  The harmonic part is then the offline render's, sample for sample, and the noise has the
+  offline noise's colour and level with another phase: the same sound, ``delay`` sooner.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from ddsp_pd.inference import synth as isynth
 from ddsp_pd.kinds.controls import SynthConfig, SynthControls
 from ddsp_pd.stream.convolution import PartitionedConvolver
 
-__all__ = ["StreamSynth", "noise_filter_delay"]
+__all__ = ["NOISE_PHASES", "StreamSynth", "noise_filter_delay"]
+
+NOISE_PHASES = isynth.NOISE_PHASES
 
 
 def noise_filter_delay(bands: int, hop: int, window_size: int) -> int:
@@ -43,8 +51,8 @@ class StreamSynth:
     """Audio at the model's rate from consecutive frames of :class:`SynthControls`.
 
     ``ir`` is the reverb's impulse response (None: no reverb; its first sample is treated
-    as 0, as offline); ``seed`` seeds the noise. :meth:`push` returns ``hop`` samples per
-    frame, one frame behind (see the module notes).
+    as 0, as offline); ``seed`` seeds the noise; ``noise_phase`` picks the noise filter (see
+    the module notes). :meth:`push` returns ``hop`` samples per frame, one frame behind.
     """
 
     def __init__(
@@ -55,13 +63,22 @@ class StreamSynth:
         seed: int = 0,
         phase_mode: str = "accurate",
         backend: str = "numpy",
+        noise_phase: str = "linear",
     ) -> None:
+        if noise_phase not in NOISE_PHASES:
+            raise ValueError(f"noise phase must be one of {NOISE_PHASES}, got {noise_phase!r}")
         self.config = synth
+        self.noise_phase = noise_phase
         self.hop = int(synth.hop)
         self.phase_mode = phase_mode
         self.backend = backend
         self.n_noise_bands = int(n_noise_bands)
-        self.delay = noise_filter_delay(self.n_noise_bands, self.hop, synth.noise_window_size)
+        #: Samples by which the output trails the offline render (the noise filter's delay).
+        self.delay = (
+            noise_filter_delay(self.n_noise_bands, self.hop, synth.noise_window_size)
+            if noise_phase == "linear"
+            else 0
+        )
         self._ir = None
         if ir is not None:
             self._ir = np.array(ir, np.float32).reshape(-1)
@@ -126,7 +143,13 @@ class StreamSynth:
         )
         white = self._noise.draw(1, count * self.hop)
         filtered, self._noise_state = isynth.filtered_noise(
-            mags_now, white, self.hop, c.noise_window_size, self._noise_state, final=False
+            mags_now,
+            white,
+            self.hop,
+            c.noise_window_size,
+            self._noise_state,
+            final=False,
+            phase=self.noise_phase,
         )
         pending = np.concatenate([self._pending, harmonic], axis=1)
         dry = pending[:, : filtered.shape[1]] + filtered
