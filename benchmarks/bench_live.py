@@ -33,15 +33,17 @@ from ddsp_pd.stream.models import open_live_model  # noqa: E402
 from ddsp_pd.stream.runner import run_file  # noqa: E402
 
 RATE = 48000
-#: kind -> (model, frames per step; 0 = the default, 8 ms worth).
+#: kind -> (model, frames per step (0: the auto step), decoder precision).
 KINDS = {
-    "default": (ROOT / "checkpoints" / "default", 0),
-    "default-k1": (ROOT / "checkpoints" / "default", 1),
-    "default-k2": (ROOT / "checkpoints" / "default", 2),
-    "solo": (REFERENCE_CHECKPOINT, 0),
-    "solo-k8": (REFERENCE_CHECKPOINT, 8),
-    "vst": (VST_REFERENCE / "checkpoint", 0),
-    "tflite": (VST_REFERENCE / "export" / "tflite" / "clarinet.tflite", 0),
+    "default": (ROOT / "checkpoints" / "default", 0, "exact"),
+    "default-k1": (ROOT / "checkpoints" / "default", 1, "exact"),
+    "default-k2": (ROOT / "checkpoints" / "default", 2, "exact"),
+    "solo": (REFERENCE_CHECKPOINT, 0, "exact"),
+    "solo-fast": (REFERENCE_CHECKPOINT, 0, "fast"),
+    "solo-k4": (REFERENCE_CHECKPOINT, 4, "exact"),
+    "solo-k8": (REFERENCE_CHECKPOINT, 8, "exact"),
+    "vst": (VST_REFERENCE / "checkpoint", 0, "exact"),
+    "tflite": (VST_REFERENCE / "export" / "tflite" / "clarinet.tflite", 0, "exact"),
 }
 
 
@@ -100,11 +102,11 @@ def main() -> None:
     print("kind | block | RTF (min of runs) | algorithmic latency ms (parts) | measured: "
           "xcorr peak / onset ms | dropouts")  # fmt: skip
     for kind in args.kinds:
-        path, frames = KINDS[kind]
+        path, frames, precision = KINDS[kind]
         if not Path(path).exists():
             print(f"{kind}: {path} missing, skipped")
             continue
-        model = open_live_model(path)
+        model = open_live_model(path, precision=precision)
         for block in args.blocks:
             buffer = args.buffer or None
             settings = EngineSettings(frames_per_step=frames)

@@ -287,3 +287,125 @@ def test_the_commands_offer_the_decoders_precisions() -> None:
     from ddsp_pd.inference.decoder import PRECISIONS
 
     assert PRECISION_CHOICES == PRECISIONS
+
+
+# ------------------------------------------------------------------ few-row products
+
+
+@needs_numba
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 9])
+def test_few_rows_product_is_the_matrix_product(rows: int) -> None:
+    rng = np.random.default_rng(rows)
+    w = rng.normal(0, 0.2, (37, 53)).astype(np.float32)
+    x = rng.normal(0, 1, (rows, 37)).astype(np.float32)
+    ref = x.astype(np.float64) @ w.astype(np.float64)
+    got = kernels.few_rows_product(x, kernels.RowsKernel.of(w))
+    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
+    out = np.full((rows + 2, 53), np.nan, np.float32)  # into rows of a larger array
+    kernels.few_rows_product(x, kernels.RowsKernel.of(w), out[1 : rows + 1])
+    np.testing.assert_array_equal(out[1 : rows + 1], got)
+    assert np.all(np.isnan(out[0])) and np.all(np.isnan(out[-1]))
+    # In 16 bits each weight is within half a step of its column, so each output within
+    # half a step times the row's sum of magnitudes (plus float32 rounding).
+    form = kernels.RowsKernel.of(w, 16)
+    assert form.m_t.dtype == np.int16 and form.m_t.shape == (53, 37)
+    got16 = kernels.few_rows_product(x, form)
+    bound = 0.5 * np.abs(x).sum(axis=1)[:, None] * form.scale[None, :] + 2e-5
+    assert np.all(np.abs(got16 - ref) <= bound)
+    assert not np.array_equal(got16, got)
+
+
+def test_the_16_bit_form_keeps_each_weight_within_half_a_step() -> None:
+    rng = np.random.default_rng(5)
+    w = rng.normal(0, 0.1, (20, 9)).astype(np.float32)
+    w[:, 2] = 0.0  # a column of zeros keeps a usable scale
+    w[4, 6] = 3.0  # one large weight sets its column's step
+    form = kernels.RowsKernel.of(w, 16)
+    back = form.m_t.astype(np.float32) * form.scale[:, None]
+    assert np.all(np.abs(back - w.T) <= form.scale[:, None] * 0.5 * (1 + 1e-5))
+    np.testing.assert_array_equal(back[2], 0.0)
+    assert back[6, 4] == pytest.approx(3.0, rel=1e-6)
+    assert form.scale[6] == pytest.approx(3.0 / 32767, rel=1e-6)
+    with pytest.raises(ValueError, match="bits"):
+        kernels.RowsKernel.of(w, 8)
+
+
+@needs_numba
+def test_steps_of_a_few_frames_equal_a_whole_clip_decode() -> None:
+    model = InferenceModel(DEFAULT, kernels="compiled")
+    inputs = _scaled_inputs(model, 91)
+    whole, h_whole = decode(model.weights, inputs, backend="numpy")
+    assert "few_rows_exact" not in model.weights.__dict__
+    for step in (1, 3, 8):
+        parts, h = [], None
+        for s in range(0, 91, step):
+            piece = {k: v[:, s : s + step] for k, v in inputs.items()}
+            out, h = decode(model.weights, piece, state=h, backend="compiled")
+            parts.append(out)
+        for name in whole:
+            joined = np.concatenate([p[name] for p in parts], axis=1)
+            np.testing.assert_allclose(joined, whole[name], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(h, h_whole, rtol=0, atol=1e-5)
+    # the steps went through the few-row kernels (made on first use), in 32 bits
+    assert "few_rows_exact" in model.weights.__dict__
+    assert "few_rows_fast" not in model.weights.__dict__
+
+
+def _stream(checkpoint: Path, precision: str, audio: np.ndarray) -> tuple[np.ndarray, object]:
+    from ddsp_pd.stream.engine import EngineSettings, StreamEngine
+    from ddsp_pd.stream.models import open_live_model
+    from ddsp_pd.stream.runner import run_file
+
+    model = open_live_model(checkpoint, precision=precision)
+    # the same step for both (the auto step of a large model depends on the precision)
+    engine = StreamEngine(model, 16000, EngineSettings(frames_per_step=3))
+    return run_file(engine, audio, 256).audio, model
+
+
+@needs_numba
+@pytest.mark.parametrize("which", ["default", "solo"])
+def test_a_fast_stream_stays_within_the_bound_of_the_exact_one(which: str) -> None:
+    from ddsp_pd.audio_io import load_audio
+
+    if which == "solo":
+        if not (AUDIO / "midi_trumpet.wav").exists():
+            pytest.skip("needs ../shared/fixtures")
+        checkpoint, audio = (
+            Path(REFERENCE_CHECKPOINT),
+            load_audio(AUDIO / "midi_trumpet.wav", 16000),
+        )
+    else:
+        checkpoint, audio = DEFAULT, load_audio(ROOT / "examples" / "melody.wav", 16000)
+    exact, _ = _stream(checkpoint, "exact", audio)
+    fast, model = _stream(checkpoint, "fast", audio)
+    assert fast.shape == exact.shape and np.sqrt(np.mean(exact**2)) > 1e-3
+    mean_db, _ = spectral_distance_db(fast, exact)
+    rel = np.sqrt(np.mean((fast - exact) ** 2) / np.mean(exact**2))
+    assert mean_db <= FAST_BOUND_DB, mean_db
+    assert rel <= 0.01, rel
+    assert not np.array_equal(fast, exact)
+    assert "few_rows_fast" in model.model.weights.__dict__  # the 16-bit kernels were used
+
+
+def test_the_auto_step_of_a_large_model_is_shorter_in_fast_precision() -> None:
+    from types import SimpleNamespace
+
+    from ddsp_pd.stream.engine import LARGE_MODEL_PARAMETERS, auto_frames_per_step
+
+    def live(parameters: int, precision: str, frame_rate: float = 250.0) -> SimpleNamespace:
+        inner = SimpleNamespace(parameter_count=parameters, precision=precision)
+        return SimpleNamespace(model=inner, frame_rate=frame_rate)
+
+    big = LARGE_MODEL_PARAMETERS + 1
+    assert auto_frames_per_step(live(big, "exact")) == 4
+    assert auto_frames_per_step(live(big, "fast")) == 2
+    assert auto_frames_per_step(live(100_000, "fast")) == 3
+    assert auto_frames_per_step(live(100_000, "exact")) == 3
+    assert auto_frames_per_step(live(big, "fast", 50.0)) == 1
+
+
+def test_live_offers_the_precisions() -> None:
+    result = CliRunner().invoke(main, ["live", "--help"])
+    assert result.exit_code == 0 and "--precision" in result.output and "fast" in result.output
+    result = CliRunner().invoke(main, ["live", "--file", "a.wav", "--precision", "half"])
+    assert result.exit_code != 0 and "half" in result.output

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from ddsp_pd.commands.options import precision_option
 from ddsp_pd.errors import DdspPdError
 
 _MODES = ("audio", "midi")
@@ -132,7 +133,7 @@ def _report(run, stream=sys.stderr) -> None:
     show_default=True,
     help="Frames the model takes at a time: more is less CPU and more latency "
     "(0: 12 ms worth, 3 frames of a 250 frames/s model, 1 of a 50 frames/s one; "
-    "16 ms worth for a model over 2 M parameters).",
+    "16 ms worth for a model over 2 M parameters, 8 ms with --precision fast).",
 )
 @click.option(
     "--noise-phase",
@@ -238,6 +239,7 @@ def _report(run, stream=sys.stderr) -> None:
     show_default=True,
     help="MIDI mode: glide time between notes in seconds.",
 )
+@precision_option
 def command(
     list_devices: bool,
     checkpoint: str | None,
@@ -267,6 +269,7 @@ def command(
     autotune: float,
     note_threshold: float,
     portamento: float,
+    precision: str,
 ) -> None:
     """Play live: audio in -> timbre transfer -> audio out, controlled over OSC."""
     try:
@@ -287,12 +290,12 @@ def command(
         if file_path is not None:
             _run_file(
                 file_path, output, checkpoint, settings, sample_rate, block, buffer_blocks,
-                realtime, notes_path, port, host,
+                realtime, notes_path, port, host, precision,
             )  # fmt: skip
         else:
             _run_device(
                 checkpoint, settings, input_device, output_device, sample_rate, block,
-                buffer_blocks, duration, 9001 if port is None else port, host,
+                buffer_blocks, duration, 9001 if port is None else port, host, precision,
             )  # fmt: skip
     except DdspPdError as exc:
         raise click.ClickException(str(exc)) from None
@@ -314,12 +317,12 @@ def _read_stream_file(path: Path, rate: int):
     return resample(frames.mean(axis=1, dtype=np.float32), file_rate, rate)
 
 
-def _open(checkpoint: str | None, rate: int, settings):
+def _open(checkpoint: str | None, rate: int, settings, precision: str = "exact"):
     from ddsp_pd.stream.engine import StreamEngine
     from ddsp_pd.stream.models import open_live_model
 
     click.echo("loading model ...", err=True)
-    model = open_live_model(checkpoint)
+    model = open_live_model(checkpoint, precision=precision)
     engine = StreamEngine(model, rate, settings)
     engine.warm_up()
     click.echo(
@@ -352,6 +355,7 @@ def _run_file(
     notes_path: Path | None,
     port: int | None,
     host: str,
+    precision: str = "exact",
 ) -> None:
     from ddsp_pd.audio_io import output_format, probe_audio, write_audio_atomic
     from ddsp_pd.errors import OutputError
@@ -365,7 +369,7 @@ def _run_file(
     check_writable(output)
     rate = int(sample_rate or info.sample_rate)
     audio = _read_stream_file(file_path, rate)
-    engine = _open(checkpoint, rate, settings)
+    engine = _open(checkpoint, rate, settings, precision)
     last = {"busy": 0.0, "t": time.perf_counter()}
 
     def stats() -> tuple[float, float, int]:
@@ -398,6 +402,7 @@ def _run_device(
     duration: float | None,
     port: int,
     host: str,
+    precision: str = "exact",
 ) -> None:
     from ddsp_pd.stream.devices import DeviceStream, resolve_device
     from ddsp_pd.stream.runner import LiveRunner
@@ -410,7 +415,7 @@ def _run_device(
     # Fail on a bad device or rate before the model loads.
     probe = DeviceStream(lambda x: x, sample_rate, block, input_device, output_device,
                          output_only=settings.mode == "midi" and input_device is None)  # fmt: skip
-    engine = _open(checkpoint, sample_rate, settings)
+    engine = _open(checkpoint, sample_rate, settings, precision)
     runner = LiveRunner(engine, block, buffer_blocks)
     # The callback thread must get the interpreter lock quickly: the default switch
     # interval (5 ms) is as long as a block.

@@ -17,7 +17,14 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["gru_part", "gru_recurrence", "harmonic_bank", "layer_norm_leaky", "warm_up"]
+__all__ = [
+    "few_rows_product",
+    "gru_part",
+    "gru_recurrence",
+    "harmonic_bank",
+    "layer_norm_leaky",
+    "warm_up",
+]
 
 _TWO_PI = 2.0 * math.pi
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -116,6 +123,85 @@ def _matvec(matrix_t, h, out):  # pragma: no cover - compiled
             a0 += np.float32(r0[i]) * h[i]
         out[j] = a0
         j += 1
+
+
+@_fast
+def few_rows_product(x, matrix_t, scale, out):  # pragma: no cover - compiled
+    """``out[r, j] = scale[j] * (x[r] . matrix_t[j])``: ``x @ matrix * scale`` for a few
+    rows, with the matrix read once for up to four rows (a row of ``matrix_t`` is loaded
+    once and serves every row of ``x`` in its group). ``matrix_t`` is float32 or int16
+    (the 16-bit form, each element read as float32); ``x`` and ``out`` rows contiguous."""
+    rows = x.shape[0]
+    cols, depth = matrix_t.shape
+    r = 0
+    while r < rows:
+        left = rows - r
+        if left >= 4:
+            x0 = x[r]
+            x1 = x[r + 1]
+            x2 = x[r + 2]
+            x3 = x[r + 3]
+            for j in range(cols):
+                w = matrix_t[j]
+                a0 = np.float32(0.0)
+                a1 = np.float32(0.0)
+                a2 = np.float32(0.0)
+                a3 = np.float32(0.0)
+                for i in range(depth):
+                    wi = np.float32(w[i])
+                    a0 += x0[i] * wi
+                    a1 += x1[i] * wi
+                    a2 += x2[i] * wi
+                    a3 += x3[i] * wi
+                s = scale[j]
+                out[r, j] = a0 * s
+                out[r + 1, j] = a1 * s
+                out[r + 2, j] = a2 * s
+                out[r + 3, j] = a3 * s
+            r += 4
+        elif left == 3:
+            x0 = x[r]
+            x1 = x[r + 1]
+            x2 = x[r + 2]
+            for j in range(cols):
+                w = matrix_t[j]
+                a0 = np.float32(0.0)
+                a1 = np.float32(0.0)
+                a2 = np.float32(0.0)
+                for i in range(depth):
+                    wi = np.float32(w[i])
+                    a0 += x0[i] * wi
+                    a1 += x1[i] * wi
+                    a2 += x2[i] * wi
+                s = scale[j]
+                out[r, j] = a0 * s
+                out[r + 1, j] = a1 * s
+                out[r + 2, j] = a2 * s
+            r += 3
+        elif left == 2:
+            x0 = x[r]
+            x1 = x[r + 1]
+            for j in range(cols):
+                w = matrix_t[j]
+                a0 = np.float32(0.0)
+                a1 = np.float32(0.0)
+                for i in range(depth):
+                    wi = np.float32(w[i])
+                    a0 += x0[i] * wi
+                    a1 += x1[i] * wi
+                s = scale[j]
+                out[r, j] = a0 * s
+                out[r + 1, j] = a1 * s
+            r += 2
+        else:
+            x0 = x[r]
+            for j in range(cols):
+                w = matrix_t[j]
+                a0 = np.float32(0.0)
+                for i in range(depth):
+                    a0 += x0[i] * np.float32(w[i])
+                out[r, j] = a0 * scale[j]
+            r += 1
 
 
 @_fast
@@ -350,6 +436,8 @@ def warm_up() -> None:
             0,
             1,
         )
+    for matrix_t in (np.ones((3, 4), f32), np.ones((3, 4), np.int16)):
+        few_rows_product(np.ones((5, 4), f32), matrix_t, np.ones(3, f32), np.zeros((5, 3), f32))
     hop = 4
     harmonic_bank(
         0.0,

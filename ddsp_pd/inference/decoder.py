@@ -13,8 +13,10 @@ Each input's stack enters the GRU and the output stack only through its product 
 rows of the fused kernel; a :class:`StackCache` keeps those products, so a re-render in
 which one input changed (a loudness shift leaves f0 alone, an octave leaves loudness)
 computes only the changed input's stack. ``precision="fast"`` runs the GRU's recurrent
-kernel in 8 bits (:class:`ddsp_pd.inference.kernels.QuantizedKernel`); everything else is
-the same float32.
+kernel in 8 bits (:class:`ddsp_pd.inference.kernels.QuantizedKernel`) and, in calls of a
+few frames (a live stream's steps), the other kernels in 16 bits; everything else is the
+same float32. Calls of a few frames on the compiled backend read each kernel once for all
+their rows (:class:`FewRowsForms`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "PRECISIONS",
     "DecoderWeights",
     "FcLayer",
+    "FewRowsForms",
     "StackCache",
     "decode",
     "decoder_variable_shapes",
@@ -51,7 +54,8 @@ __all__ = [
 DECODE_BLOCK_FRAMES = 4000
 
 #: ``"exact"``: float32 throughout (what the parity tests check); ``"fast"``: the GRU's
-#: recurrent kernel in 8 bits, within the bound tests/test_precision.py states.
+#: recurrent kernel in 8 bits (and, in steps of a few frames, the other kernels in 16),
+#: within the bound tests/test_precision.py states.
 PRECISIONS = ("exact", "fast")
 
 LN_EPS = 1e-3
@@ -186,9 +190,72 @@ class DecoderWeights:
         return kernels.QuantizedKernel.of(self.recurrent_kernel_t)
 
     @cached_property
+    def few_rows_exact(self) -> FewRowsForms:
+        """The kernels in 32 bits for few-row calls, made on first use."""
+        return FewRowsForms.of(self, 32)
+
+    @cached_property
+    def few_rows_fast(self) -> FewRowsForms:
+        """The kernels in 16 bits for few-row calls of ``precision="fast"``."""
+        return FewRowsForms.of(self, 16)
+
+    def few_rows(self, precision: str) -> FewRowsForms:
+        """:attr:`few_rows_fast` for ``"fast"``, else :attr:`few_rows_exact`."""
+        return self.few_rows_fast if precision == "fast" else self.few_rows_exact
+
+    @cached_property
     def parameter_count(self) -> int:
         """Number of scalars in the decoder (as stored in the checkpoint)."""
         return int(sum(int(np.prod(s)) for s in decoder_variable_shapes(self.config).values()))
+
+
+@dataclass(frozen=True)
+class FewRowsForms:
+    """Every product kernel of a decoder as :class:`~ddsp_pd.inference.kernels.RowsKernel`
+    (for calls of at most :data:`~ddsp_pd.inference.kernels.FEW_ROWS_MAX` rows on the
+    compiled backend): ``stacks[i][k]`` (None for a first layer with a scalar input),
+    ``fused[i]`` (input i's rows of the fused kernel), ``out_first_rnn``, ``out_rest``,
+    ``dense``. 32 bits for ``"exact"``, 16 for ``"fast"``."""
+
+    stacks: tuple[tuple[kernels.RowsKernel | None, ...], ...]
+    fused: tuple[kernels.RowsKernel, ...]
+    out_first_rnn: kernels.RowsKernel
+    out_rest: tuple[kernels.RowsKernel, ...]
+    dense: kernels.RowsKernel
+
+    @classmethod
+    def of(cls, weights: DecoderWeights, bits: int) -> FewRowsForms:
+        """The forms of ``weights``' kernels in ``bits`` (32 or 16)."""
+
+        def form(matrix: np.ndarray) -> kernels.RowsKernel:
+            return kernels.RowsKernel.of(matrix, bits)
+
+        def stack_forms(layers: Sequence[FcLayer]) -> tuple[kernels.RowsKernel | None, ...]:
+            # A first layer with a scalar input is a broadcast in fc_stack, not a product.
+            return tuple(
+                None if k == 0 and layer.kernel.shape[0] == 1 else form(layer.kernel)
+                for k, layer in enumerate(layers)
+            )
+
+        ch = weights.config.ch
+        stacks = tuple(stack_forms(layers) for layers in weights.stacks)
+        fused = tuple(
+            form(weights.fused_kernel[i * ch : (i + 1) * ch]) for i in range(len(weights.stacks))
+        )
+        return cls(
+            stacks=stacks,
+            fused=fused,
+            out_first_rnn=form(weights.out_first_rnn),
+            out_rest=tuple(form(layer.kernel) for layer in weights.out_rest),
+            dense=form(weights.dense_kernel),
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held."""
+        parts = [f for layers in self.stacks for f in layers if f is not None]
+        parts += [*self.fused, self.out_first_rnn, *self.out_rest, self.dense]
+        return sum(p.nbytes for p in parts)
 
 
 class StackCache:
@@ -261,8 +328,16 @@ _ROWWISE_MAX_ROWS = 4
 _ROWWISE_MIN_WEIGHTS = 1 << 18
 
 
-def _product(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``x @ w`` (float32, ``x`` ``[R, K]``), into ``out`` if given."""
+def _product(
+    x: np.ndarray,
+    w: np.ndarray,
+    out: np.ndarray | None = None,
+    form: kernels.RowsKernel | None = None,
+) -> np.ndarray:
+    """``x @ w`` (float32, ``x`` ``[R, K]``), into ``out`` if given; from ``form`` (``w``
+    arranged for :func:`~ddsp_pd.inference.kernels.few_rows_product`) when given."""
+    if form is not None:
+        return kernels.few_rows_product(x, form, out)
     rows = x.shape[0]
     if 1 < rows <= _ROWWISE_MAX_ROWS and w.size >= _ROWWISE_MIN_WEIGHTS:
         if out is None:
@@ -279,14 +354,20 @@ def _norm_act(y: np.ndarray, layer: FcLayer, backend: str) -> np.ndarray:
     return y
 
 
-def fc_stack(x: np.ndarray, layers: Sequence[FcLayer], backend: str = "numpy") -> np.ndarray:
-    """An Fc stack over ``x`` ``[R]`` (a scalar input per row) or ``[R, in]`` -> ``[R, ch]``."""
+def fc_stack(
+    x: np.ndarray,
+    layers: Sequence[FcLayer],
+    backend: str = "numpy",
+    forms: Sequence[kernels.RowsKernel | None] | None = None,
+) -> np.ndarray:
+    """An Fc stack over ``x`` ``[R]`` (a scalar input per row) or ``[R, in]`` -> ``[R, ch]``
+    (its products from ``forms``, one per layer, where given: see :class:`FewRowsForms`)."""
     for i, layer in enumerate(layers):
         if i == 0 and x.ndim == 1:
             # A scalar input times a [1, ch] kernel is a broadcast, not a matrix product.
             y = x[:, None] * layer.kernel[0] + layer.bias
         else:
-            y = _product(x, layer.kernel)
+            y = _product(x, layer.kernel, form=forms[i] if forms is not None else None)
             y += layer.bias
         x = _norm_act(y, layer, backend)
     return x
@@ -331,6 +412,7 @@ def _fused_products(
     cache: StackCache | None,
     start: int,
     threads: int,
+    few: FewRowsForms | None = None,
 ) -> np.ndarray:
     """``concat(stacks) @ fused_kernel + fused_bias`` as the sum of each input's product
     with its rows (always summed so, in input order, whether a product comes from
@@ -371,8 +453,12 @@ def _fused_products(
                     if scratch is None:
                         scratch = np.empty_like(acc)
                     part = scratch
-                stack = fc_stack(flat[i][sl], layers, backend)
-                _product(stack, weights.fused_kernel[i * ch : (i + 1) * ch], part)
+                if few is None:
+                    stack = fc_stack(flat[i][sl], layers, backend)
+                    _product(stack, weights.fused_kernel[i * ch : (i + 1) * ch], part)
+                else:
+                    stack = fc_stack(flat[i][sl], layers, backend, few.stacks[i])
+                    _product(stack, weights.fused_kernel[i * ch : (i + 1) * ch], part, few.fused[i])
             if i == 0:
                 if part is not acc:
                     acc[...] = part
@@ -422,7 +508,10 @@ def _decode_rows(
     batch, n_frames = inputs[0].shape
     units = config.rnn_channels
     rows = batch * n_frames
-    fused = _fused_products(weights, inputs, backend, cache, start, threads)
+    few = None
+    if backend == "compiled" and rows <= kernels.FEW_ROWS_MAX:
+        few = weights.few_rows(precision)
+    fused = _fused_products(weights, inputs, backend, cache, start, threads, few)
     gates = fused.reshape(batch, n_frames, -1)  # the GRU reads the first 3U columns
     quantized = weights.quantized_recurrent if precision == "fast" else None
     rnn_out = np.empty((batch, n_frames, units), np.float32)
@@ -444,11 +533,18 @@ def _decode_rows(
 
     def head(sl: slice) -> None:
         # A contiguous result (not a view into ``fused``) keeps the row kernels fast.
-        y = _product(rnn_rows[sl], weights.out_first_rnn)
+        if few is None:
+            y = _product(rnn_rows[sl], weights.out_first_rnn)
+        else:
+            y = _product(rnn_rows[sl], weights.out_first_rnn, form=few.out_first_rnn)
         y += fused[sl, 3 * units :]
         y = _norm_act(y, weights.out_first, backend)
-        y = fc_stack(y, weights.out_rest, backend)
-        _product(y, weights.dense_kernel, out[sl])
+        if few is None:
+            y = fc_stack(y, weights.out_rest, backend)
+            _product(y, weights.dense_kernel, out[sl])
+        else:
+            y = fc_stack(y, weights.out_rest, backend, few.out_rest)
+            _product(y, weights.dense_kernel, out[sl], few.dense)
         out[sl] += weights.dense_bias
 
     _in_halves(head, rows, threads)

@@ -186,9 +186,13 @@ def _looks_like_tflite(path: Path) -> bool:
     return path.is_dir() and any(path.glob("*.tflite")) and not any(path.glob("*.index"))
 
 
-def open_live_model(checkpoint: str | Path | None, dirs: list[Path] | None = None) -> LiveModel:
+def open_live_model(
+    checkpoint: str | Path | None, dirs: list[Path] | None = None, precision: str = "exact"
+) -> LiveModel:
     """Open a model for streaming: a checkpoint folder or zip, a ``.tflite`` (or a folder
     holding one), or a name in the checkpoint folders (None: the shipped default).
+    ``precision`` is the decoder's (:data:`ddsp_pd.inference.decoder.PRECISIONS`; a
+    ``.tflite`` has its own arithmetic).
 
     Raises a :class:`~ddsp_pd.errors.DdspPdError` (one line) for anything unusable.
     """
@@ -227,5 +231,5 @@ def open_live_model(checkpoint: str | Path | None, dirs: list[Path] | None = Non
     from ddsp_pd.inference import kernels
 
     # The compiled kernels: a live stream runs long enough for their start-up to pay.
-    model = InferenceModel(ckpt, kernels=kernels.resolve_backend("auto"))
+    model = InferenceModel(ckpt, kernels=kernels.resolve_backend("auto"), precision=precision)
     return live_model_from(model, name=name, statistics=statistics, statistics_problem=problem)
