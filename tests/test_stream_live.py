@@ -72,8 +72,12 @@ def test_a_late_worker_costs_silence_and_a_count_never_the_latency():
     assert runner.dropouts >= 1
     assert values[:2] == [0.0, 0.0]  # the slack
     assert values.count(0.0) == 2 + runner.dropouts  # silence only for the late blocks
-    # Long after the hiccup, block k plays what went in 2 blocks earlier again.
-    assert values[-5:] == [float(k - 1) for k in range(n - 5, n)]
+    # Long after the hiccup, block k plays what went in 2 blocks earlier again (every block
+    # of the last 20 that plays; a stall of the host may still cost one of them).
+    tail = range(n - 20, n)
+    playing = [k for k in tail if values[k] != 0.0]
+    assert [values[k] for k in playing] == [float(k - 1) for k in playing]
+    assert len(playing) >= 18, [values[k] for k in tail]
 
 
 def test_an_engine_error_plays_silence_and_the_stream_goes_on():
@@ -113,8 +117,13 @@ def test_after_a_stall_that_overflows_the_queue_the_stream_plays_again():
         runner.wait_idle(2.0)
     assert runner.overruns > 0
     values = [float(o[0]) for o in out]
-    # Long after the stall, block k plays what went in 2 blocks earlier again.
-    assert values[-5:] == [float(k - 1) for k in range(n - 5, n)]
+    # Long after the stall, block k plays what went in 2 blocks earlier again: every block
+    # of the last 50 that plays at all has that slack, and nearly all play (a host that
+    # stalls the pacing thread for more than the 4 ms of slack may still cost one silence).
+    tail = range(n - 50, n)
+    playing = [k for k in tail if values[k] != 0.0]
+    assert [values[k] for k in playing] == [float(k - 1) for k in playing]
+    assert len(playing) >= 45, [values[k] for k in tail]
 
 
 def test_file_mode_through_the_runner_has_the_runner_latency():
