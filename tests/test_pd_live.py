@@ -40,11 +40,12 @@ pytestmark = [pytest.mark.pd, pytest.mark.skipif(PD is None, reason=PD_MISSING)]
 
 ABSTRACTIONS = PATCHES / "abstractions"
 FRAME_RATE = 250  # f0 frames per second for the offline tracker
-#: The jitter buffer the tests use: 16 blocks of 256 (85 ms) rather than the default 5, so
+#: The jitter buffer the tests use: 32 blocks of 256 (171 ms) rather than the default 5, so
 #: that a test machine's stalls do not make a take drop blocks (virtual machines here stall
-#: threads for up to 72 ms: benchmarks/bench_hiccups.py; the default's dropouts are measured
+#: threads for up to 72 ms: benchmarks/bench_hiccups.py, and a whole CI run on a busy host
+#: once dropped 4 blocks of a take at 16 blocks, 85 ms; the default's dropouts are measured
 #: by benchmarks/bench_pd_live.py).
-TEST_DELAY = 16
+TEST_DELAY = 32
 
 
 def _block_latency(stats_latency: float, delay: int, block: int) -> int:
