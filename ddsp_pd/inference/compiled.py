@@ -133,6 +133,9 @@ def few_rows_product(x, matrix_t, scale, out):  # pragma: no cover - compiled
     (the 16-bit form, each element read as float32); ``x`` and ``out`` rows contiguous."""
     rows = x.shape[0]
     cols, depth = matrix_t.shape
+    # One unrolled loop per group size (4, 3, 2, 1 rows), so that the accumulators stay in
+    # registers. Padding groups of 2 or 3 to 4 with zero rows (one loop) measured slower: a
+    # 2-row 16-bit step 0.32 against 0.22 ms (warm) and live RTF 0.216 against 0.181.
     r = 0
     while r < rows:
         left = rows - r
