@@ -250,13 +250,6 @@ class FewRowsForms:
             dense=form(weights.dense_kernel),
         )
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes held."""
-        parts = [f for layers in self.stacks for f in layers if f is not None]
-        parts += [*self.fused, self.out_first_rnn, *self.out_rest, self.dense]
-        return sum(p.nbytes for p in parts)
-
 
 class StackCache:
     """Recent products of an input's stack with its rows of the fused kernel, by the
@@ -453,12 +446,9 @@ def _fused_products(
                     if scratch is None:
                         scratch = np.empty_like(acc)
                     part = scratch
-                if few is None:
-                    stack = fc_stack(flat[i][sl], layers, backend)
-                    _product(stack, weights.fused_kernel[i * ch : (i + 1) * ch], part)
-                else:
-                    stack = fc_stack(flat[i][sl], layers, backend, few.stacks[i])
-                    _product(stack, weights.fused_kernel[i * ch : (i + 1) * ch], part, few.fused[i])
+                stack = fc_stack(flat[i][sl], layers, backend, few.stacks[i] if few else None)
+                rows_i = weights.fused_kernel[i * ch : (i + 1) * ch]
+                _product(stack, rows_i, part, few.fused[i] if few else None)
             if i == 0:
                 if part is not acc:
                     acc[...] = part
@@ -533,18 +523,11 @@ def _decode_rows(
 
     def head(sl: slice) -> None:
         # A contiguous result (not a view into ``fused``) keeps the row kernels fast.
-        if few is None:
-            y = _product(rnn_rows[sl], weights.out_first_rnn)
-        else:
-            y = _product(rnn_rows[sl], weights.out_first_rnn, form=few.out_first_rnn)
+        y = _product(rnn_rows[sl], weights.out_first_rnn, None, few.out_first_rnn if few else None)
         y += fused[sl, 3 * units :]
         y = _norm_act(y, weights.out_first, backend)
-        if few is None:
-            y = fc_stack(y, weights.out_rest, backend)
-            _product(y, weights.dense_kernel, out[sl])
-        else:
-            y = fc_stack(y, weights.out_rest, backend, few.out_rest)
-            _product(y, weights.dense_kernel, out[sl], few.dense)
+        y = fc_stack(y, weights.out_rest, backend, few.out_rest if few else None)
+        _product(y, weights.dense_kernel, out[sl], few.dense if few else None)
         out[sl] += weights.dense_bias
 
     _in_halves(head, rows, threads)

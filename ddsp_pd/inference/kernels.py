@@ -214,11 +214,6 @@ class RowsKernel:
         q = np.clip(np.rint(m_t / scale[:, None]), -32767, 32767).astype(np.int16)
         return cls(np.ascontiguousarray(q), np.ascontiguousarray(scale))
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes held."""
-        return int(self.m_t.nbytes + self.scale.nbytes)
-
 
 def few_rows_product(
     x: np.ndarray, kernel: RowsKernel, out: np.ndarray | None = None
