@@ -157,6 +157,33 @@ def tone_file(tmp_path_factory) -> Path:
     return path
 
 
+def test_dropouts_come_with_what_to_change():
+    from ddsp_pd.commands.live import dropout_hint
+
+    assert dropout_hint(0, 0.9, 2) is None
+    stalled = dropout_hint(7, 0.1, 2)
+    assert "7 blocks came too late" in stalled and "--buffer 4" in stalled
+    overloaded = dropout_hint(3, 0.95, 2)
+    assert "95%" in overloaded and "--precision fast" in overloaded and "--buffer" not in overloaded
+
+
+def test_a_file_run_with_dropouts_says_what_to_change(tone_file, tmp_path, monkeypatch):
+    import ddsp_pd.stream.runner as runner_module
+    from ddsp_pd.stream.runner import FileRun
+
+    def dropping(engine, audio, block, buffer_blocks=None, realtime=False, on_block=None):
+        return FileRun(np.zeros(audio.size, np.float32), engine.host_rate, 1.0, 1.0, 0.1,
+                       0, dropouts=5, overruns=0, errors=0)  # fmt: skip
+
+    monkeypatch.setattr(runner_module, "run_file", dropping)
+    out = tmp_path / "out.wav"
+    args = ["live", "--file", str(tone_file), "-o", str(out), "--block", "256", "--buffer", "3"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "dropouts 5" in result.output
+    assert "5 blocks came too late" in result.output and "--buffer 6" in result.output
+
+
 def test_live_file_mode_writes_what_a_listener_hears(tone_file, tmp_path):
     out = tmp_path / "out.wav"
     result = CliRunner().invoke(
@@ -164,6 +191,7 @@ def test_live_file_mode_writes_what_a_listener_hears(tone_file, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "real-time factor" in result.output and "dropouts 0" in result.output
+    assert "came too late" not in result.output
     audio, rate = sf.read(out)
     assert rate == 44100
     assert audio.size > 1.2 * 44100 and np.max(np.abs(audio)) > 1e-3

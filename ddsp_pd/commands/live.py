@@ -86,13 +86,34 @@ def _schedule_notes(engine, notes_path: Path):
     return on_block
 
 
-def _report(run, stream=sys.stderr) -> None:
+def dropout_hint(dropouts: int, realtime_factor: float, slack_blocks: int) -> str | None:
+    """What to change after a run with ``dropouts`` (None without any): a model that needs
+    most of real time wants a lighter setting; otherwise the machine held the worker off for
+    longer than the slack, which more slack covers at the cost of latency."""
+    if dropouts <= 0:
+        return None
+    if realtime_factor >= 0.8:
+        return (
+            f"{dropouts} blocks came too late: the model needs {realtime_factor:.0%} of real "
+            "time here; try --precision fast, more --frames or a smaller model"
+        )
+    return (
+        f"{dropouts} blocks came too late: the machine held the worker off for longer than the "
+        f"{slack_blocks} blocks of slack; --buffer {2 * slack_blocks} trades latency for fewer "
+        "dropouts"
+    )
+
+
+def _report(run, slack_blocks: int) -> None:
     click.echo(
         f"real-time factor {run.realtime_factor:.3f}, latency {run.latency_ms:.1f} ms, "
         f"dropouts {run.dropouts}, overruns {run.overruns}"
         + (f", engine errors {run.errors}" if run.errors else ""),
         err=True,
     )
+    hint = dropout_hint(run.dropouts, run.realtime_factor, slack_blocks)
+    if hint:
+        click.echo(hint, err=True)
 
 
 @click.command(name="live")
@@ -360,7 +381,7 @@ def _run_file(
     from ddsp_pd.audio_io import output_format, probe_audio, write_audio_atomic
     from ddsp_pd.errors import OutputError
     from ddsp_pd.output_path import check_writable, same_file
-    from ddsp_pd.stream.runner import run_file
+    from ddsp_pd.stream.runner import default_buffer_blocks, run_file
 
     info = probe_audio(file_path)
     if same_file(output, file_path):
@@ -387,7 +408,7 @@ def _run_file(
         if server is not None:
             server.stop()
     write_audio_atomic(output, run.audio, run.sample_rate, fmt, subtype)
-    _report(run)
+    _report(run, buffer_blocks or default_buffer_blocks(block, rate))
     click.echo(f"wrote {output} ({len(run.audio) / run.sample_rate:.2f} s at {rate} Hz)")
 
 
@@ -467,3 +488,6 @@ def _run_device(
         f"{stream.stats.input_overflows + stream.stats.output_underflows}",
         err=True,
     )
+    hint = dropout_hint(runner.dropouts, rtf, runner.buffer_blocks)
+    if hint:
+        click.echo(hint, err=True)
