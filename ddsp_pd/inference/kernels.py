@@ -187,6 +187,18 @@ def layer_norm_leaky(
         np.maximum(part, part * np.float32(leak), out=part)
 
 
+def _quantize_rows(matrix: np.ndarray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """``matrix`` ``[rows, cols]`` as integers of ``dtype`` with a float32 scale per row (the
+    row's largest magnitude over the type's largest value, 1 for a row of zeros), so each
+    element is off by at most half a step of its row: ``(q, scale)``, both contiguous."""
+    m = np.asarray(matrix, np.float32)
+    top = np.float32(np.iinfo(dtype).max)
+    peak = np.max(np.abs(m), axis=1)
+    scale = np.where(peak > 0, peak / top, np.float32(1.0)).astype(np.float32)
+    q = np.clip(np.rint(m / scale[:, None]), -top, top).astype(dtype)
+    return np.ascontiguousarray(q), np.ascontiguousarray(scale)
+
+
 # ------------------------------------------------------------------ few-row products
 
 
@@ -208,11 +220,7 @@ class RowsKernel:
             return cls(np.ascontiguousarray(m_t), np.ones(m_t.shape[0], np.float32))
         if bits != 16:
             raise ValueError(f"bits must be 32 or 16, got {bits}")
-        peak = np.max(np.abs(m_t), axis=1)
-        scale = np.where(peak > 0, peak / np.float32(32767.0), np.float32(1.0))
-        scale = scale.astype(np.float32)
-        q = np.clip(np.rint(m_t / scale[:, None]), -32767, 32767).astype(np.int16)
-        return cls(np.ascontiguousarray(q), np.ascontiguousarray(scale))
+        return cls(*_quantize_rows(m_t, np.int16))
 
 
 def few_rows_product(
@@ -243,11 +251,7 @@ class QuantizedKernel:
     @classmethod
     def of(cls, matrix_t: np.ndarray) -> QuantizedKernel:
         """The 8-bit form of ``matrix_t`` (``[rows, cols]``, the transpose of the kernel)."""
-        m = np.asarray(matrix_t, np.float32)
-        peak = np.max(np.abs(m), axis=1)
-        scale = np.where(peak > 0, peak / np.float32(127.0), np.float32(1.0)).astype(np.float32)
-        q = np.clip(np.rint(m / scale[:, None]), -127, 127).astype(np.int8)
-        return cls(np.ascontiguousarray(q), np.ascontiguousarray(scale))
+        return cls(*_quantize_rows(matrix_t, np.int8))
 
     def dequantized_t(self) -> np.ndarray:
         """The float32 matrix (transposed) that the 8-bit form stands for."""
