@@ -15,7 +15,7 @@ precision_option = click.option(
     type=click.Choice(PRECISION_CHOICES),
     default="exact",
     show_default=True,
-    help="Decoder arithmetic: exact float32, or fast (the GRU's recurrent weights in 8 bits, "
-    "and in a live stream's steps the other weights in 16: within 0.3 dB of exact, see "
-    "docs/performance.md).",
+    help="Decoder arithmetic: exact float32, or fast (the input stacks tabulated, the GRU's "
+    "recurrent weights in 8 bits on CPUs with AVX-512, and in a live stream's steps the "
+    "other weights in 16: within 0.3 dB of exact, see docs/performance.md).",
 )

@@ -12,10 +12,12 @@ and a clip decoded in pieces (:func:`decode` with ``state``) equals the clip dec
 Each input's stack enters the GRU and the output stack only through its product with its
 rows of the fused kernel; a :class:`StackCache` keeps those products, so a re-render in
 which one input changed (a loudness shift leaves f0 alone, an octave leaves loudness)
-computes only the changed input's stack. ``precision="fast"`` runs the GRU's recurrent
-kernel in 8 bits (:class:`ddsp_pd.inference.kernels.QuantizedKernel`) and, in calls of a
-few frames (a live stream's steps), the other kernels in 16 bits; everything else is the
-same float32. Calls of a few frames on the compiled backend read each kernel once for all
+computes only the changed input's stack. ``precision="fast"`` reads those products from
+tables over the scalar input (:mod:`ddsp_pd.inference.stack_table`) instead of computing
+them, runs the GRU's recurrent kernel in 8 bits where that pays
+(:class:`ddsp_pd.inference.kernels.QuantizedKernel`,
+:func:`~ddsp_pd.inference.kernels.quantized_recurrent_pays`) and, in calls of a few frames
+(a live stream's steps), the other kernels in 16 bits; everything else is the same float32. Calls of a few frames on the compiled backend read each kernel once for all
 their rows (:class:`FewRowsForms`).
 """
 
@@ -35,6 +37,7 @@ import numpy as np
 from ddsp_pd.config import ModelConfig
 from ddsp_pd.errors import CheckpointError
 from ddsp_pd.inference import kernels
+from ddsp_pd.inference.stack_table import ScalarTable
 
 __all__ = [
     "DECODE_BLOCK_FRAMES",
@@ -53,9 +56,9 @@ __all__ = [
 # are ~100 MB, whatever the length of the clip.
 DECODE_BLOCK_FRAMES = 4000
 
-#: ``"exact"``: float32 throughout (what the parity tests check); ``"fast"``: the GRU's
-#: recurrent kernel in 8 bits (and, in steps of a few frames, the other kernels in 16),
-#: within the bound tests/test_precision.py states.
+#: ``"exact"``: float32 throughout (what the parity tests check); ``"fast"``: tabulated
+#: input stacks, the GRU's recurrent kernel in 8 bits where it pays (and, in steps of a few
+#: frames, the other kernels in 16), within the bound tests/test_precision.py states.
 PRECISIONS = ("exact", "fast")
 
 LN_EPS = 1e-3
@@ -188,6 +191,25 @@ class DecoderWeights:
     def quantized_recurrent(self) -> kernels.QuantizedKernel:
         """The recurrent kernel in 8 bits (``precision="fast"``), made on first use."""
         return kernels.QuantizedKernel.of(self.recurrent_kernel_t)
+
+    @cached_property
+    def stack_tables(self) -> tuple[ScalarTable, ...]:
+        """Each input's stack times its rows of the fused kernel, tabulated over the scaled
+        input (``precision="fast"``, see :mod:`ddsp_pd.inference.stack_table`)."""
+        ch = self.config.ch
+        width = self.fused_kernel.shape[1]
+
+        def table(i: int) -> ScalarTable:
+            layers = self.stacks[i]
+            rows = self.fused_kernel[i * ch : (i + 1) * ch]
+
+            def products(points: np.ndarray) -> np.ndarray:
+                # Always the numpy kernels: an entry must not depend on who filled it.
+                return np.matmul(fc_stack(points, layers, "numpy"), rows)
+
+            return ScalarTable(products, width)
+
+        return tuple(table(i) for i in range(len(self.stacks)))
 
     @cached_property
     def few_rows_exact(self) -> FewRowsForms:
@@ -406,15 +428,21 @@ def _fused_products(
     start: int,
     threads: int,
     few: FewRowsForms | None = None,
+    tables: Sequence[ScalarTable] | None = None,
 ) -> np.ndarray:
     """``concat(stacks) @ fused_kernel + fused_bias`` as the sum of each input's product
     with its rows (always summed so, in input order, whether a product comes from
-    ``cache`` or not, so that a cached re-render equals a fresh one to the bit)."""
+    ``cache`` or not, so that a cached re-render equals a fresh one to the bit); from
+    ``tables`` (one per input, interpolated) where given."""
     config = weights.config
     ch = config.ch
     rows = inputs[0].size
     width = weights.fused_kernel.shape[1]
     flat = [x.reshape(rows) for x in inputs]
+    if tables is not None:
+        for table, x in zip(tables, flat, strict=True):
+            table.fill(x)  # before the halves split: each chunk is computed once
+        cache = None  # the tables are the cache
     keys: list[tuple | None] = []
     hits: list[np.ndarray | None] = []
     for name, x in zip(config.input_keys, inputs, strict=True):
@@ -446,9 +474,12 @@ def _fused_products(
                     if scratch is None:
                         scratch = np.empty_like(acc)
                     part = scratch
-                stack = fc_stack(flat[i][sl], layers, backend, few.stacks[i] if few else None)
-                rows_i = weights.fused_kernel[i * ch : (i + 1) * ch]
-                _product(stack, rows_i, part, few.fused[i] if few else None)
+                if tables is not None:
+                    tables[i].interpolate(flat[i][sl], part)
+                else:
+                    stack = fc_stack(flat[i][sl], layers, backend, few.stacks[i] if few else None)
+                    rows_i = weights.fused_kernel[i * ch : (i + 1) * ch]
+                    _product(stack, rows_i, part, few.fused[i] if few else None)
             if i == 0:
                 if part is not acc:
                     acc[...] = part
@@ -501,9 +532,12 @@ def _decode_rows(
     few = None
     if backend == "compiled" and rows <= kernels.FEW_ROWS_MAX:
         few = weights.few_rows(precision)
-    fused = _fused_products(weights, inputs, backend, cache, start, threads, few)
+    tables = weights.stack_tables if precision == "fast" else None
+    fused = _fused_products(weights, inputs, backend, cache, start, threads, few, tables)
     gates = fused.reshape(batch, n_frames, -1)  # the GRU reads the first 3U columns
-    quantized = weights.quantized_recurrent if precision == "fast" else None
+    quantized = None
+    if precision == "fast" and kernels.quantized_recurrent_pays():
+        quantized = weights.quantized_recurrent
     rnn_out = np.empty((batch, n_frames, units), np.float32)
     h_last = np.empty((batch, units), np.float32)
     for b in range(batch):

@@ -175,7 +175,7 @@ class InferenceModel:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.config = config
-        #: ``"exact"`` (float32) or ``"fast"`` (the GRU's recurrent kernel in 8 bits).
+        #: ``"exact"`` (float32) or ``"fast"`` (see :data:`.decoder.PRECISIONS`).
         self.precision = precision
         self.phase_mode = phase_mode
         self.kernels = kernels_module.check_backend(kernels)
@@ -350,6 +350,22 @@ class InferenceModel:
         return synthesis.synthesize(
             harmonic, controls["noise_magnitudes"], self.synth, seed, noise, reverb_noise
         )
+
+    def prepare_stream(self) -> None:
+        """Before a live stream: compute now what its steps would otherwise compute on
+        first use. In ``precision="fast"`` that is the decoder's input tables
+        (:mod:`ddsp_pd.inference.stack_table`) over every value a feature takes: f0 from
+        0 (unvoiced) to MIDI 127, the level from its floor to 12 dB above full scale."""
+        if self.precision != "fast":
+            return
+        config = self.config
+        top = 12.0 / config.ld_range_db + 1.0
+        floor = config.min_db / config.ld_range_db + 1.0
+        for key, table in zip(config.input_keys, self.weights.stack_tables, strict=True):
+            if key.startswith("f0"):
+                table.fill_range(0.0, 1.0)
+            else:
+                table.fill_range(floor, top)
 
     # ------------------------------------------------------------ the model-kind seam
     def initial_state(self) -> np.ndarray:

@@ -161,6 +161,9 @@ def live_model_from(
             except StatisticsError as exc:
                 problem = exc.message
         statistics = None
+    prepare = getattr(model, "prepare_stream", None)
+    if callable(prepare):
+        prepare()  # the work of a first use, done before the stream rather than in it
     config = getattr(model, "config", None)
     min_db = float(getattr(config, "min_db", -80.0)) if level != "power" else -80.0
     initial = getattr(model, "initial_state", None) or (lambda: None)
