@@ -17,8 +17,9 @@ tables over the scalar input (:mod:`ddsp_pd.inference.stack_table`) instead of c
 them, runs the GRU's recurrent kernel in 8 bits where that pays
 (:class:`ddsp_pd.inference.kernels.QuantizedKernel`,
 :func:`~ddsp_pd.inference.kernels.quantized_recurrent_pays`) and, in calls of a few frames
-(a live stream's steps), the other kernels in 16 bits; everything else is the same float32. Calls of a few frames on the compiled backend read each kernel once for all
-their rows (:class:`FewRowsForms`).
+(a live stream's steps), the other kernels in 16 bits; everything else is the same
+float32. Calls of a few frames on the compiled backend read each kernel once for all their
+rows (:class:`FewRowsForms`).
 """
 
 from __future__ import annotations
