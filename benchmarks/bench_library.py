@@ -35,6 +35,7 @@ of them. Figures are minimum and median of ``--repeats`` calls.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -219,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.ddsp_path / "ddsp" / "__init__.py").is_file():
         parser.error(f"no ddsp package under {args.ddsp_path} (see this script's docstring)")
 
+    # ddsp_pd first, as the CLI does: it sets OPENBLAS_NUM_THREADS=1 before numpy loads.
+    importlib.import_module("ddsp_pd")
     import numpy as np
     import soundfile as sf
 
