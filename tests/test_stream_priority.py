@@ -64,3 +64,29 @@ def test_realtime_file_run_equals_the_fast_run_without_dropouts() -> None:
     paced = run_file(StreamEngine(model, 16000), x, 512, buffer_blocks=8, realtime=True)
     assert paced.dropouts == 0 and paced.seconds_wall >= 0.9 * paced.seconds_audio
     np.testing.assert_allclose(paced.audio, fast.audio, rtol=0, atol=1e-6)
+
+
+def test_the_worker_is_set_up_before_the_first_callback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's set-up (scheduling, the BLAS limit: 31 ms on first use) is not paid
+    by the stream's first blocks: a slow one costs no dropout at the start."""
+    import time
+
+    from ddsp_pd.stream import runner as runner_module
+
+    def slow_request() -> bool:
+        time.sleep(0.15)  # ten blocks of 256 at 16 kHz, more than the slack
+        return False
+
+    monkeypatch.setattr(runner_module, "request_realtime", slow_request)
+    engine = StreamEngine(open_live_model(DEFAULT), 16000)
+    engine.warm_up()
+    runner = runner_module.LiveRunner(engine, 256, buffer_blocks=2)
+    started = time.perf_counter()
+    with runner:
+        assert time.perf_counter() - started >= 0.14  # start() waited for the set-up
+        x = np.zeros(256, np.float32)
+        for _ in range(runner.buffer_blocks):
+            runner.callback(x)  # the slack's silence
+        time.sleep(0.05)  # the worker has had time for those blocks
+        runner.callback(x)
+    assert engine.stats.dropouts == 0

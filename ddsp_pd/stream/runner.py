@@ -76,6 +76,7 @@ class LiveRunner:
         self._submitted = 0  # blocks handed in (callback only)
         self._processed = 0  # blocks finished or dropped (worker only)
         self._stop = threading.Event()
+        self._ready = threading.Event()  # the worker's set-up is done
         self._debt = 0  # late blocks to drop (their slot was played as silence)
         self._debt_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -104,6 +105,9 @@ class LiveRunner:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="ddsp-live", daemon=True)
             self._thread.start()
+            # The worker's set-up (the BLAS limit's first use took 31 ms) must be over
+            # before the first callback: otherwise it is a dropout at every stream's start.
+            self._ready.wait(5.0)
         return self
 
     def stop(self) -> None:
@@ -155,18 +159,21 @@ class LiveRunner:
 
     # ------------------------------------------------------------ the worker
     def _work(self) -> None:
-        if self.realtime_priority:
-            self.realtime = request_realtime()
         limiter = None
-        if self.limit_threads:
-            # Products of a few frames are far too small to share: waking a second BLAS
-            # thread for each costs more than it saves, and it steals the other core.
-            try:
-                from threadpoolctl import threadpool_limits
+        try:
+            if self.realtime_priority:
+                self.realtime = request_realtime()
+            if self.limit_threads:
+                # Products of a few frames are far too small to share: waking a second BLAS
+                # thread for each costs more than it saves, and it steals the other core.
+                try:
+                    from threadpoolctl import threadpool_limits
 
-                limiter = threadpool_limits(1)
-            except Exception:  # pragma: no cover - threadpoolctl is a dependency
-                limiter = None
+                    limiter = threadpool_limits(1)
+                except Exception:  # pragma: no cover - threadpoolctl is a dependency
+                    limiter = None
+        finally:
+            self._ready.set()
         try:
             while not self._stop.is_set():
                 self._wake.clear()  # before looking: a block queued after this wakes us
