@@ -81,6 +81,9 @@ class ScalarTable:
     def fill(self, x: np.ndarray) -> None:
         """Compute every chunk that interpolating at ``x`` reads (the rest are left)."""
         inside, index, _ = self._positions(np.ravel(x))
+        self._fill(inside, index)
+
+    def _fill(self, inside: np.ndarray, index: np.ndarray) -> None:
         if not inside.any():
             return
         index = index[inside]
@@ -104,10 +107,10 @@ class ScalarTable:
     def interpolate(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Rows ``[R, width]`` of ``fn`` at ``x`` ``[R]`` (filling what is missing first)."""
         x = np.ravel(np.asarray(x, np.float32))
-        self.fill(x)
+        inside, index, fraction = self._positions(x)
+        self._fill(inside, index)
         if out is None:
             out = np.empty((x.size, self.width), np.float32)
-        inside, index, fraction = self._positions(x)
         values = self._values
         lower = values[index]
         # lower + fraction * (upper - lower), in place in the gathered rows.
