@@ -219,8 +219,9 @@ class DecoderWeights:
 
     @cached_property
     def few_rows_fast(self) -> FewRowsForms:
-        """The kernels in 16 bits for few-row calls of ``precision="fast"``."""
-        return FewRowsForms.of(self, 16)
+        """The kernels in 16 bits for few-row calls of ``precision="fast"`` (not the input
+        stacks' nor the fused kernel's: fast reads those products from tables)."""
+        return FewRowsForms.of(self, 16, inputs=False)
 
     def few_rows(self, precision: str) -> FewRowsForms:
         """:attr:`few_rows_fast` for ``"fast"``, else :attr:`few_rows_exact`."""
@@ -238,7 +239,8 @@ class FewRowsForms:
     (for calls of at most :data:`~ddsp_pd.inference.kernels.FEW_ROWS_MAX` rows on the
     compiled backend): ``stacks[i][k]`` (None for a first layer with a scalar input),
     ``fused[i]`` (input i's rows of the fused kernel), ``out_first_rnn``, ``out_rest``,
-    ``dense``. 32 bits for ``"exact"``, 16 for ``"fast"``."""
+    ``dense``. 32 bits for ``"exact"``, 16 for ``"fast"``, whose ``stacks`` and ``fused``
+    are empty: its input stacks come from tables (:attr:`DecoderWeights.stack_tables`)."""
 
     stacks: tuple[tuple[kernels.RowsKernel | None, ...], ...]
     fused: tuple[kernels.RowsKernel, ...]
@@ -247,8 +249,9 @@ class FewRowsForms:
     dense: kernels.RowsKernel
 
     @classmethod
-    def of(cls, weights: DecoderWeights, bits: int) -> FewRowsForms:
-        """The forms of ``weights``' kernels in ``bits`` (32 or 16)."""
+    def of(cls, weights: DecoderWeights, bits: int, inputs: bool = True) -> FewRowsForms:
+        """The forms of ``weights``' kernels in ``bits`` (32 or 16); without the input
+        stacks' and the fused kernel's when ``inputs`` is False."""
 
         def form(matrix: np.ndarray) -> kernels.RowsKernel:
             return kernels.RowsKernel.of(matrix, bits)
@@ -261,10 +264,9 @@ class FewRowsForms:
             )
 
         ch = weights.config.ch
-        stacks = tuple(stack_forms(layers) for layers in weights.stacks)
-        fused = tuple(
-            form(weights.fused_kernel[i * ch : (i + 1) * ch]) for i in range(len(weights.stacks))
-        )
+        n = len(weights.stacks) if inputs else 0
+        stacks = tuple(stack_forms(layers) for layers in weights.stacks[:n])
+        fused = tuple(form(weights.fused_kernel[i * ch : (i + 1) * ch]) for i in range(n))
         return cls(
             stacks=stacks,
             fused=fused,

@@ -576,8 +576,6 @@ def filtered_noise(
     # inverse FFT, a window and a forward FFT per frame.
     operator = _filter_spectrum_operator(bands, window_size, fft_size)
     if phase == "linear":
-        # One BLAS thread: a second would spin on after the product and slow the next
-        # render's decoder, which runs two threads of its own (see _single_thread_product).
         spectra = _single_thread_product(magnitudes.reshape(-1, bands), operator)
         spectra = spectra.view(np.complex64)
     else:
