@@ -18,7 +18,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft
 
 from ddsp_pd.inference import kernels
 
@@ -500,11 +499,11 @@ def minimum_phase_spectra(magnitudes: np.ndarray, window_size: int, fft_size: in
     peak = np.max(response, axis=-1, keepdims=True)
     np.maximum(response, np.maximum(peak * np.float32(_MIN_PHASE_FLOOR), np.float32(1e-30)),
                out=response)  # fmt: skip
-    cepstrum = scipy.fft.irfft(np.log(response), dense, axis=-1)
+    cepstrum = np.fft.irfft(np.log(response), dense, axis=-1)
     half = dense // 2
     cepstrum[:, 1:half] *= 2.0
     cepstrum[:, half + 1 :] = 0.0
-    spectrum = np.exp(scipy.fft.rfft(cepstrum, axis=-1)[:, :: dense // fft_size])
+    spectrum = np.exp(np.fft.rfft(cepstrum, axis=-1)[:, :: dense // fft_size])
     return spectrum.astype(np.complex64, copy=False)
 
 
