@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from conftest import REFERENCE, REFERENCE_CHECKPOINT, fixture_params, reference_index
 
+import ddsp_pd.controls as controls_module
 from ddsp_pd.controls import (
     CONTROL_RANGES,
     F0_MAX_HZ,
@@ -342,6 +343,28 @@ def test_tuning_factor_finds_a_detuned_grid() -> None:
     offset = float(midi[0] - np.round(midi[0]))
     assert tuning_factor(midi[:1], conf[:1], mask[:1]) == pytest.approx(offset, abs=0.0051)
     assert tuning_factor(midi, conf, np.zeros_like(mask)) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_best_major_key_equals_the_search_over_every_note(dtype) -> None:
+    """The key search looks only at the notes beside each value; it must give the very
+    distances (and so the very key) of the minimum over all 70 notes of each scale, for
+    values inside, below and above the scales' range, on ties and with unvoiced frames."""
+    rng = np.random.default_rng(11)
+    scales = controls_module._SCALES
+    for trial in range(60):
+        n = int(rng.integers(1, 300))
+        midi = (rng.random(n) * 160.0 - 15.0).astype(dtype)
+        if trial % 3 == 0:
+            midi = np.round(midi * 2.0) / 2.0  # exactly between two notes
+        midi[rng.random(n) < 0.1] = 0.0
+        brute = np.min(np.abs(midi[:, None, None] - scales[None]), axis=-1)
+        fast = controls_module._scale_distances(midi)
+        assert fast.dtype == brute.dtype
+        np.testing.assert_array_equal(fast, brute)
+        mask = rng.random(n) < 0.8
+        expected = int(np.argmin(np.mean(brute[mask], axis=0))) if mask.any() else 0
+        assert best_major_key(midi, mask) == expected
 
 
 def test_auto_tune_snaps_to_major_scale() -> None:
