@@ -359,9 +359,46 @@ def test_steps_of_a_few_frames_equal_a_whole_clip_decode() -> None:
             joined = np.concatenate([p[name] for p in parts], axis=1)
             np.testing.assert_allclose(joined, whole[name], rtol=0, atol=1e-5)
         np.testing.assert_allclose(h, h_whole, rtol=0, atol=1e-5)
-    # the steps went through the few-row kernels (made on first use), in 32 bits
-    assert "few_rows_exact" in model.weights.__dict__
+    # the steps went through the packed one-call kernel (made on first use)
+    assert model.weights.__dict__.get("few_rows_pack") is not None
+    assert "few_rows_exact" not in model.weights.__dict__
     assert "few_rows_fast" not in model.weights.__dict__
+
+
+@needs_numba
+@pytest.mark.parametrize("which", ["default", "solo"])
+def test_the_one_call_step_equals_the_separate_kernels(which: str) -> None:
+    """A few-frame step in one compiled call (``FewRowsPack``) runs the loops of the
+    separate kernels in the same order. The compiler may vectorise the sums differently
+    once they are inlined into one function, so the results agree to float32 rounding
+    (not always to the bit): every step size up to FEW_ROWS_MAX, a batch of two, a
+    carried state."""
+    if which == "solo":
+        if not Path(REFERENCE_CHECKPOINT).exists():
+            pytest.skip("needs ../shared/fixtures")
+        model = InferenceModel(REFERENCE_CHECKPOINT, kernels="compiled")
+    else:
+        model = InferenceModel(DEFAULT, kernels="compiled")
+    weights = model.weights
+    units = weights.config.rnn_channels
+    rng = np.random.default_rng(3)
+    for rows in range(1, kernels.FEW_ROWS_MAX + 1):
+        batch = 2 if 2 * rows <= kernels.FEW_ROWS_MAX else 1  # few rows in all
+        keys = weights.config.input_keys
+        inputs = {k: rng.random((batch, rows)).astype(np.float32) for k in keys}
+        h = rng.normal(0, 0.5, (batch, units)).astype(np.float32)
+        weights.__dict__.pop("few_rows_pack", None)
+        packed, h_packed = decode(weights, inputs, state=h, backend="compiled")
+        assert weights.__dict__["few_rows_pack"] is not None
+        weights.__dict__["few_rows_pack"] = None  # as for a decoder the pack cannot hold
+        separate, h_separate = decode(weights, inputs, state=h, backend="compiled")
+        for name in packed:
+            assert packed[name].shape == separate[name].shape
+            assert packed[name].shape[:2] == (batch, rows)
+            np.testing.assert_allclose(packed[name], separate[name], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(h_packed, h_separate, rtol=0, atol=1e-5)
+        assert np.abs(h_packed - h).max() > 1e-3  # the state moved
+    assert "few_rows_exact" in weights.__dict__  # the separate kernels did run
 
 
 def _stream(checkpoint: Path, precision: str, audio: np.ndarray) -> tuple[np.ndarray, object]:

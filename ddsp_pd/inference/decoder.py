@@ -223,6 +223,13 @@ class DecoderWeights:
         stacks' nor the fused kernel's: fast reads those products from tables)."""
         return FewRowsForms.of(self, 16, inputs=False)
 
+    @cached_property
+    def few_rows_pack(self) -> FewRowsPack | None:
+        """Every weight packed for one compiled call per few-row step of ``"exact"``
+        (:class:`FewRowsPack`), made on first use; None for a decoder whose input stacks do
+        not start from a scalar."""
+        return FewRowsPack.of(self)
+
     def few_rows(self, precision: str) -> FewRowsForms:
         """:attr:`few_rows_fast` for ``"fast"``, else :attr:`few_rows_exact`."""
         return self.few_rows_fast if precision == "fast" else self.few_rows_exact
@@ -274,6 +281,55 @@ class FewRowsForms:
             out_rest=tuple(form(layer.kernel) for layer in weights.out_rest),
             dense=form(weights.dense_kernel),
         )
+
+
+@dataclass(frozen=True)
+class FewRowsPack:
+    """A decoder's weights in two flat float32 arrays for
+    :func:`~ddsp_pd.inference.kernels.decode_few_rows`: ``mats`` holds the kernels
+    transposed (``mat_table[j] = (offset, rows, cols)``), ``vecs`` the vectors
+    (``vec_table[j] = (offset, length)``).
+
+    Matrices: each input stack's layers (input-major, ``n_layers`` each, the first
+    ``[ch, 1]``), each input's rows of the fused kernel, the output stack's first kernel's
+    GRU rows, the output stack's other layers, the dense kernel. Vectors: bias, gamma, beta
+    of each stack layer; the fused bias and the output stack's first gamma and beta; bias,
+    gamma, beta of its other layers; the dense bias.
+    """
+
+    n_layers: int
+    mats: np.ndarray
+    mat_table: np.ndarray
+    vecs: np.ndarray
+    vec_table: np.ndarray
+
+    @classmethod
+    def of(cls, weights: DecoderWeights) -> FewRowsPack | None:
+        """The pack of ``weights`` (None unless every input stack starts from a scalar)."""
+        n_layers = weights.config.layers_per_stack
+        if n_layers < 1 or any(layers[0].kernel.shape[0] != 1 for layers in weights.stacks):
+            return None
+        ch, n_in = weights.config.ch, len(weights.stacks)
+        matrices = [layer.kernel for layers in weights.stacks for layer in layers]
+        matrices += [weights.fused_kernel[i * ch : (i + 1) * ch] for i in range(n_in)]
+        matrices += [weights.out_first_rnn, *(layer.kernel for layer in weights.out_rest)]
+        matrices.append(weights.dense_kernel)
+        vectors = [v for layers in weights.stacks for layer in layers
+                   for v in (layer.bias, layer.gamma, layer.beta)]  # fmt: skip
+        vectors += [weights.fused_bias, weights.out_first.gamma, weights.out_first.beta]
+        vectors += [v for layer in weights.out_rest for v in (layer.bias, layer.gamma, layer.beta)]
+        vectors.append(weights.dense_bias)
+        mats, mat_table = _flatten([np.ascontiguousarray(m.T) for m in matrices])
+        vecs, vec_table = _flatten(vectors)
+        return cls(n_layers, mats, mat_table, vecs, vec_table)
+
+
+def _flatten(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``arrays`` end to end in one float32 array, and a table ``(offset, *shape)`` each."""
+    flat = np.concatenate([np.asarray(a, np.float32).ravel() for a in arrays])
+    offsets = np.cumsum([0] + [a.size for a in arrays[:-1]])
+    table = np.array([(o, *a.shape) for o, a in zip(offsets, arrays, strict=True)], np.int64)
+    return flat, table
 
 
 class StackCache:
@@ -534,6 +590,8 @@ def _decode_rows(
     rows = batch * n_frames
     few = None
     if backend == "compiled" and rows <= kernels.FEW_ROWS_MAX:
+        if precision == "exact" and weights.few_rows_pack is not None:
+            return _decode_packed(weights, weights.few_rows_pack, inputs, h)
         few = weights.few_rows(precision)
     tables = weights.stack_tables if precision == "fast" else None
     fused = _fused_products(weights, inputs, backend, cache, start, threads, few, tables)
@@ -568,6 +626,24 @@ def _decode_rows(
         out[sl] += weights.dense_bias
 
     _in_halves(head, rows, threads)
+    return out.reshape(batch, n_frames, -1), h_last
+
+
+def _decode_packed(
+    weights: DecoderWeights,
+    pack: FewRowsPack,
+    inputs: Sequence[np.ndarray],
+    h: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_decode_rows` of a few frames in one compiled call (the same loops on the
+    same rows, so the same result to the bit)."""
+    batch, n_frames = inputs[0].shape
+    x = np.stack([np.asarray(a, np.float32).reshape(-1) for a in inputs])  # [n_in, B * T]
+    out = np.empty((batch * n_frames, weights.config.n_outputs), np.float32)
+    h_last = np.array(h, np.float32, copy=True).reshape(batch, -1)
+    kernels.decode_few_rows(
+        x, pack, weights.recurrent_kernel_t, weights.recurrent_bias, h_last, out, LN_EPS, LEAK
+    )
     return out.reshape(batch, n_frames, -1), h_last
 
 

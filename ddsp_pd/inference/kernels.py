@@ -28,6 +28,7 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,7 @@ __all__ = [
     "check_backend",
     "compiled_available",
     "compiled_loaded",
+    "decode_few_rows",
     "few_rows_product",
     "gru_recurrence",
     "harmonic_bank",
@@ -235,6 +237,37 @@ def few_rows_product(
         out = np.empty((x.shape[0], kernel.m_t.shape[0]), np.float32)
     _compiled().few_rows_product(x, kernel.m_t, kernel.scale, out)
     return out
+
+
+def decode_few_rows(
+    x: np.ndarray,
+    pack: Any,
+    recurrent_kernel_t: np.ndarray,
+    recurrent_bias: np.ndarray,
+    h: np.ndarray,
+    out: np.ndarray,
+    eps: float,
+    leak: float,
+) -> None:
+    """A decoder step of a few frames in one compiled call: ``x`` ``[n_inputs, B * T]``
+    scaled inputs (batch-major), ``h`` ``[B, U]`` the GRU states (updated in place), ``out``
+    ``[B * T, n_outputs]`` the raw outputs, ``eps`` and ``leak`` those of the LayerNorms and
+    the leaky ReLUs (``pack``: see :class:`~ddsp_pd.inference.decoder.FewRowsPack`).
+    Compiled only."""
+    _compiled().decode_few_rows(
+        np.ascontiguousarray(x, np.float32),
+        pack.n_layers,
+        pack.mats,
+        pack.mat_table,
+        pack.vecs,
+        pack.vec_table,
+        recurrent_kernel_t,
+        recurrent_bias,
+        h,
+        np.float32(eps),
+        np.float32(leak),
+        out,
+    )
 
 
 # ------------------------------------------------------------------ GRU
