@@ -52,7 +52,7 @@ transform is fitted on loudness). :func:`adjust_from_ranges` defines them:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 
 import numpy as np
@@ -62,6 +62,7 @@ from ddsp_pd.errors import ControlError
 from ddsp_pd.statistics import DatasetStatistics, ModelRanges, QuantileTransform
 
 __all__ = [
+    "AUTO_ADJUST_FIELDS",
     "CONTROL_RANGES",
     "F0_MAX_HZ",
     "KEY_NAMES",
@@ -74,8 +75,10 @@ __all__ = [
     "RangeAdjustment",
     "adjust_from_ranges",
     "apply_controls",
+    "apply_manual_controls",
     "apply_power_controls",
     "apply_quiet",
+    "auto_adjust_controls",
     "auto_octave_shift",
     "auto_tune",
     "best_major_key",
@@ -572,7 +575,8 @@ def apply_controls(
     min_db: float = MIN_DB_V3,
     statistics_problem: str | None = None,
 ) -> AdjustedControls:
-    """Apply every control in the reference order (see the module docstring).
+    """Apply every control in the reference order (see the module docstring):
+    :func:`auto_adjust_controls`, then :func:`apply_manual_controls`.
 
     Args:
         f0_hz, f0_confidence, loudness_db: frame features, ``[n_frames]`` each.
@@ -587,6 +591,30 @@ def apply_controls(
     Raises:
         ControlError: invalid settings, or feature arrays of different lengths or shapes.
     """
+    auto = auto_adjust_controls(
+        f0_hz, f0_confidence, loudness_db, settings, statistics, min_db, statistics_problem
+    )
+    return apply_manual_controls(auto, f0_confidence, settings)
+
+
+#: The fields of :class:`ControlSettings` that :func:`auto_adjust_controls` reads (a cache of
+#: its result stays valid while these and the features are the same).
+AUTO_ADJUST_FIELDS = ("adjust", "note_threshold", "quiet", "autotune")
+
+
+def auto_adjust_controls(
+    f0_hz: ArrayLike,
+    f0_confidence: ArrayLike,
+    loudness_db: ArrayLike,
+    settings: ControlSettings,
+    statistics: DatasetStatistics | None,
+    min_db: float = MIN_DB_V3,
+    statistics_problem: str | None = None,
+) -> AdjustedControls:
+    """The first half of :func:`apply_controls` (same arguments): note detection, the
+    octave and the loudness fitted to the dataset, quiet and autotune. It reads only the
+    :data:`AUTO_ADJUST_FIELDS` of ``settings``, so a change of the loudness shift, the
+    octave or the confidence gate (:func:`apply_manual_controls`) can reuse its result."""
     settings.validate()
     f0 = np.array(f0_hz, dtype=np.float32)
     conf = np.asarray(f0_confidence, dtype=np.float32)
@@ -619,8 +647,6 @@ def apply_controls(
             if settings.autotune > 0:
                 f0, tuning = _snap_to_scale(f0, conf, mask_on, settings.autotune)
 
-    f0, ld = _manual_controls(f0, ld, conf, settings)
-
     report = AdjustReport(
         adjust_requested=bool(settings.adjust),
         adjust_ran=ran,
@@ -638,6 +664,17 @@ def apply_controls(
         note_on_value=note_on_value,
         report=report,
     )
+
+
+def apply_manual_controls(
+    auto: AdjustedControls, f0_confidence: ArrayLike, settings: ControlSettings
+) -> AdjustedControls:
+    """The second half of :func:`apply_controls`: the user's loudness shift and octave,
+    then the confidence gate, on the result of :func:`auto_adjust_controls` (not changed)."""
+    settings.validate()
+    conf = np.asarray(f0_confidence, dtype=np.float32)
+    f0, ld = _manual_controls(auto.f0_hz, auto.level_db, conf, settings)
+    return replace(auto, f0_hz=f0, level_db=ld)
 
 
 # --------------------------------------------------------------------------------------

@@ -30,10 +30,12 @@ from ddsp_pd.audio_io import resample
 from ddsp_pd.catalog import display_name, resolve_checkpoint
 from ddsp_pd.checkpoint import Checkpoint
 from ddsp_pd.controls import (
+    AUTO_ADJUST_FIELDS,
     AdjustedControls,
     ControlSettings,
-    apply_controls,
+    apply_manual_controls,
     apply_power_controls,
+    auto_adjust_controls,
 )
 from ddsp_pd.errors import CancelledError, ControlError, InputError, StatisticsError
 from ddsp_pd.features import FeatureCache, Features, load_features_npz
@@ -54,6 +56,8 @@ PREPARED_CACHE_BYTES = 64 << 20
 #: Clips longer than this many frames (2 minutes at 250 frames/s) are rendered block by
 #: block with bounded memory and without the decoder-output cache.
 LONG_RENDER_FRAMES = 30000
+# Auto-adjusted curves kept (a few recent inputs; four arrays of a frame's value each).
+_AUTO_ADJUST_ENTRIES = 4
 #: Fractions of the model stage reported after the decoder and after synthesis (in-memory
 #: renders; long ones report per block), roughly their share of its time.
 MODEL_PROGRESS_DECODED = 0.6
@@ -241,6 +245,11 @@ class Engine:
         # input curves: a change of seed, output rate or normalisation skips the decoder.
         self._prepared: OrderedDict[tuple, ModelControls] = OrderedDict()
         self._max_prepared_bytes = max_prepared_bytes
+        # The auto-adjusted curves of recent (features, model, auto-adjust settings): a
+        # change of the loudness shift, octave or confidence gate reuses them.
+        self._auto: OrderedDict[tuple, tuple[Features, LoadedModel, AdjustedControls]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
 
     def kernels_for(self, n_frames: int) -> str:
@@ -385,15 +394,39 @@ class Engine:
                 model.frame_rate,
                 statistics_problem=loaded.statistics_problem,
             )
-        return apply_controls(
+        return apply_manual_controls(
+            self._auto_adjusted(features, loaded, settings.controls),
+            features.f0_confidence,
+            settings.controls,
+        )
+
+    def _auto_adjusted(
+        self, features: Features, loaded: LoadedModel, controls: ControlSettings
+    ) -> AdjustedControls:
+        """:func:`auto_adjust_controls` of a loudness model's features, cached (the same
+        objects: the feature cache hands out one per input)."""
+        key = (id(features), id(loaded), *(getattr(controls, f) for f in AUTO_ADJUST_FIELDS))
+        with self._lock:
+            hit = self._auto.get(key)
+            if hit is not None and hit[0] is features and hit[1] is loaded:
+                self._auto.move_to_end(key)
+                return hit[2]
+        auto = auto_adjust_controls(
             features.f0_hz,
             features.f0_confidence,
             features.loudness_db,
-            settings.controls,
+            controls,
             loaded.statistics,
-            model.config.min_db,
+            loaded.model.config.min_db,
             statistics_problem=loaded.statistics_problem,
         )
+        if len(features.f0_hz) > LONG_RENDER_FRAMES:
+            return auto  # flat memory for long inputs (their re-render is no blink anyway)
+        with self._lock:
+            self._auto[key] = (features, loaded, auto)
+            while len(self._auto) > _AUTO_ADJUST_ENTRIES:
+                self._auto.popitem(last=False)
+        return auto
 
     def render(
         self,

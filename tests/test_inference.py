@@ -195,6 +195,47 @@ def test_new_seed_reuses_the_decoder_and_a_control_change_does_not(
     assert len(calls) == 2  # the decoder's input changed
 
 
+def test_a_control_change_reuses_the_auto_adjust_and_renders_the_same(
+    engine_and_model, monkeypatch
+):
+    """A re-render after a change of the loudness shift, the octave or the confidence gate
+    reuses the auto-adjusted curves (note detection, the quantile fit: 7 ms of a 70 ms
+    re-render); a change of what auto-adjust reads runs it again. The audio equals a fresh
+    engine's, bit for bit."""
+    from ddsp_pd import transfer
+    from ddsp_pd.controls import ControlSettings
+    from ddsp_pd.transfer import Engine, RenderSettings
+
+    engine, _ = engine_and_model
+    clip = ROOT / "examples" / "melody.wav"
+    calls = []
+    original = transfer.auto_adjust_controls
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transfer, "auto_adjust_controls", counting)
+
+    def render(engine, **controls):
+        settings = RenderSettings(controls=ControlSettings(**controls), normalize=False)
+        return engine.render(engine.load_model(DEFAULT_CHECKPOINT), settings, input_path=clip)
+
+    first = render(engine, loudness_db=-3.0)
+    assert first.adjusted.report.adjust_ran
+    n = len(calls)
+    changed = render(engine, loudness_db=-4.5, octave=-1.0, confidence=0.3)
+    assert len(calls) == n  # reused
+    render(engine, loudness_db=-4.5, quiet=12.0)
+    assert len(calls) == n + 1  # quiet is auto-adjust's: run again
+    fresh = render(Engine(kernels="numpy"), loudness_db=-4.5, octave=-1.0, confidence=0.3)
+    np.testing.assert_array_equal(changed.adjusted.f0_hz, fresh.adjusted.f0_hz)
+    np.testing.assert_array_equal(changed.adjusted.loudness_db, fresh.adjusted.loudness_db)
+    assert changed.adjusted.report == fresh.adjusted.report
+    np.testing.assert_array_equal(changed.audio, fresh.audio)
+    assert not np.array_equal(changed.adjusted.loudness_db, first.adjusted.loudness_db)
+
+
 def test_progress_moves_inside_the_model_stage_of_a_short_render(engine_and_model, tmp_path):
     """Short clips render in one go; the model stage still reports the decoder and the
     synthesis done, in order, so a progress bar moves inside it."""
