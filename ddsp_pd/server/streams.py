@@ -625,6 +625,9 @@ class StreamService:
         engine = StreamEngine(live, rate, settings)
         # Compiles the kernels on the first stream, here rather than on its first block.
         engine.warm_up()
+        from ddsp_pd.stream.heap import settle_heap
+
+        settle_heap()  # no full collection walking the whole server mid-stream
         key = (id(live), rate, mode)
         if key not in self._responses:
             from ddsp_pd.stream.response import model_response_samples

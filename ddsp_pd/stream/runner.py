@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ddsp_pd.stream.engine import StreamEngine
+from ddsp_pd.stream.heap import settle_heap
 from ddsp_pd.stream.priority import request_realtime
 
 __all__ = ["FileRun", "LiveRunner", "default_buffer_blocks", "run_file"]
@@ -103,6 +104,7 @@ class LiveRunner:
     def start(self) -> LiveRunner:
         """Start the worker thread (returns ``self``)."""
         if self._thread is None:
+            settle_heap()
             self._thread = threading.Thread(target=self._work, name="ddsp-live", daemon=True)
             self._thread.start()
             # The worker's set-up (the BLAS limit's first use took 31 ms) must be over
