@@ -627,7 +627,9 @@ class StreamService:
         engine.warm_up()
         from ddsp_pd.stream.heap import settle_heap
 
-        settle_heap()  # no full collection walking the whole server mid-stream
+        with self._cond:
+            playing = bool(self._streams)
+        settle_heap(full=not playing)  # no full collection walking the server mid-stream
         key = (id(live), rate, mode)
         if key not in self._responses:
             from ddsp_pd.stream.response import model_response_samples

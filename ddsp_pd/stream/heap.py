@@ -5,8 +5,9 @@ loaded modules that is millions, and one took 83 ms in a 10-minute stream: 16 dr
 row at block 256 (docs/performance.md). Objects that exist before a stream starts (modules,
 kernels, models) live as long as the process, so :func:`settle_heap` moves them out of the
 collector's sight (``gc.freeze``): later collections walk only what the stream itself makes.
-The price: frozen objects that later form unreachable cycles are not reclaimed (those
-without cycles are freed as always, by their reference counts).
+Frozen objects that become unreachable cycles are not reclaimed while frozen (those without
+cycles are freed as always, by their reference counts), so whenever no stream is playing a
+new one starts with a full pass over everything, frozen or not.
 """
 
 from __future__ import annotations
@@ -17,16 +18,15 @@ import threading
 __all__ = ["settle_heap"]
 
 _lock = threading.Lock()
-_settled = False
 
 
-def settle_heap() -> None:
-    """Before a stream: the first time in a process, collect (so that no garbage is kept)
-    and freeze every live object; later, only freeze what came since (a collection then
-    could pause streams already playing)."""
-    global _settled
+def settle_heap(full: bool) -> None:
+    """Before a stream: freeze every live object. ``full`` (no other stream is playing, so
+    a pause costs nothing): first unfreeze and collect everything, so that no garbage stays
+    frozen. Without ``full`` only what came since is frozen: a collection then could pause
+    the streams already playing."""
     with _lock:
-        if not _settled:
+        if full:
+            gc.unfreeze()
             gc.collect()
-            _settled = True
         gc.freeze()

@@ -45,6 +45,9 @@ def default_buffer_blocks(block: int, rate: int) -> int:
     return max(1, int(np.ceil(DEFAULT_SLACK_MS * rate / 1000.0 / block)))
 
 
+_playing_lock = threading.Lock()
+
+
 class LiveRunner:
     """An engine on a worker thread, behind :meth:`callback`.
 
@@ -52,6 +55,9 @@ class LiveRunner:
     ``buffer_blocks`` the blocks of slack (see the module notes); ``realtime_priority``:
     the worker asks for real-time scheduling (:mod:`ddsp_pd.stream.priority`).
     """
+
+    #: Runners started and not stopped, in this process.
+    _playing = 0
 
     def __init__(
         self,
@@ -78,6 +84,7 @@ class LiveRunner:
         self._processed = 0  # blocks finished or dropped (worker only)
         self._stop = threading.Event()
         self._ready = threading.Event()  # the worker's set-up is done
+        self._counted = False  # among the runners playing (for settle_heap)
         self._debt = 0  # late blocks to drop (their slot was played as silence)
         self._debt_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -104,7 +111,10 @@ class LiveRunner:
     def start(self) -> LiveRunner:
         """Start the worker thread (returns ``self``)."""
         if self._thread is None:
-            settle_heap()
+            with _playing_lock:
+                settle_heap(full=LiveRunner._playing == 0)
+                LiveRunner._playing += 1
+            self._counted = True
             self._thread = threading.Thread(target=self._work, name="ddsp-live", daemon=True)
             self._thread.start()
             # The worker's set-up (the BLAS limit's first use took 31 ms) must be over
@@ -119,6 +129,10 @@ class LiveRunner:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
+        if self._counted:
+            with _playing_lock:
+                LiveRunner._playing -= 1
+            self._counted = False
 
     def __enter__(self) -> LiveRunner:
         return self.start()
