@@ -351,6 +351,9 @@ class Engine:
             evicted = [replaced] if replaced is not None else []
             while len(self._models) > self._max_models:
                 evicted.append(self._models.popitem(last=False)[1])
+            for key, (_, model_of, _) in list(self._auto.items()):
+                if any(model_of is old for old in evicted):
+                    del self._auto[key]  # an evicted model must not stay alive here
         for old in evicted:
             old.close()  # a zip's extracted files leave with its model
         return loaded

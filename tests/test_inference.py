@@ -236,6 +236,22 @@ def test_a_control_change_reuses_the_auto_adjust_and_renders_the_same(
     assert not np.array_equal(changed.adjusted.loudness_db, first.adjusted.loudness_db)
 
 
+def test_an_evicted_model_leaves_the_auto_adjust_cache(tmp_path) -> None:
+    import shutil
+
+    from ddsp_pd.transfer import Engine, RenderSettings
+
+    ckpt = tmp_path / "model"
+    shutil.copytree(DEFAULT_CHECKPOINT, ckpt)
+    engine = Engine(kernels="numpy", max_models=1)
+    engine.render(
+        engine.load_model(ckpt), RenderSettings(), input_path=ROOT / "examples" / "melody.wav"
+    )
+    assert len(engine._auto) == 1
+    engine.load_model(DEFAULT_CHECKPOINT)  # evicts the first model
+    assert len(engine._auto) == 0
+
+
 def test_progress_moves_inside_the_model_stage_of_a_short_render(engine_and_model, tmp_path):
     """Short clips render in one go; the model stage still reports the decoder and the
     synthesis done, in order, so a progress bar moves inside it."""

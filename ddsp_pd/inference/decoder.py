@@ -635,8 +635,9 @@ def _decode_packed(
     inputs: Sequence[np.ndarray],
     h: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_decode_rows` of a few frames in one compiled call (the same loops on the
-    same rows, so the same result to the bit)."""
+    """:func:`_decode_rows` of a few frames in one compiled call: the same loops on the
+    same rows, equal to float32 rounding (the compiler may vectorise the inlined sums
+    differently, so not always to the bit)."""
     batch, n_frames = inputs[0].shape
     x = np.stack([np.asarray(a, np.float32).reshape(-1) for a in inputs])  # [n_in, B * T]
     out = np.empty((batch * n_frames, weights.config.n_outputs), np.float32)
