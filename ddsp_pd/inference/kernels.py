@@ -28,9 +28,12 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # the decoder imports this module
+    from ddsp_pd.inference.decoder import FewRowsPack
 
 __all__ = [
     "BACKENDS",
@@ -241,7 +244,7 @@ def few_rows_product(
 
 def decode_few_rows(
     x: np.ndarray,
-    pack: Any,
+    pack: FewRowsPack,
     recurrent_kernel_t: np.ndarray,
     recurrent_bias: np.ndarray,
     h: np.ndarray,

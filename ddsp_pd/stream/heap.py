@@ -1,7 +1,7 @@
 """Keep Python's garbage collector from pausing a live stream.
 
 A full collection walks every tracked object in the process; with numba's compiler and the
-loaded modules that is millions, and one took 83 ms in a 10-minute stream: 16 dropouts in a
+loaded modules that is millions, and one took 83 ms in a 10-minute stream: 17 dropouts in a
 row at block 256 (docs/performance.md). Objects that exist before a stream starts (modules,
 kernels, models) live as long as the process, so :func:`settle_heap` moves them out of the
 collector's sight (``gc.freeze``): later collections walk only what the stream itself makes.
