@@ -78,6 +78,27 @@ def test_a_late_worker_costs_silence_and_a_count_never_the_latency():
     playing = [k for k in tail if values[k] != 0.0]
     assert [values[k] for k in playing] == [float(k - 1) for k in playing]
     assert len(playing) >= 18, [values[k] for k in tail]
+    # The callbacks came on time, so these are the worker's, not a burst's (a host that
+    # wakes the pacing thread late may add a burst dropout, never all of them).
+    assert runner.burst_dropouts < runner.dropouts
+
+
+def test_a_late_callback_that_catches_up_counts_burst_dropouts():
+    """A callback woken late that then catches up hands in blocks faster than any worker
+    turns them round: those dropouts are counted as burst dropouts."""
+    block, period = 64, 0.004
+    # 2 ms per block: the worker cannot keep up with callbacks that come microseconds apart.
+    engine = _EchoEngine(slow=range(200), delay=0.002)
+    with LiveRunner(engine, block, buffer_blocks=2, limit_threads=False) as runner:
+        _paced(runner, [np.zeros(block, np.float32)] * 10, period)
+        runner.wait_idle(2.0)
+        before = runner.dropouts
+        for _ in range(6):  # the late callback's catch-up, back to back
+            runner.callback(np.zeros(block, np.float32))
+        burst = runner.dropouts - before
+        runner.wait_idle(2.0)
+    assert burst >= 3
+    assert runner.burst_dropouts >= burst
 
 
 def test_an_engine_error_plays_silence_and_the_stream_goes_on():
@@ -165,6 +186,9 @@ def test_dropouts_come_with_what_to_change():
     assert "7 blocks came too late" in stalled and "--buffer 4" in stalled
     overloaded = dropout_hint(3, 0.95, 2)
     assert "95%" in overloaded and "--precision fast" in overloaded and "--buffer" not in overloaded
+    bursts = dropout_hint(4, 0.1, 2, burst=4)
+    assert "bursts of late callbacks" in bursts and "--buffer 4" in bursts
+    assert "bursts" not in dropout_hint(4, 0.1, 2, burst=3)
 
 
 def test_a_file_run_with_dropouts_says_what_to_change(tone_file, tmp_path, monkeypatch):

@@ -86,12 +86,22 @@ def _schedule_notes(engine, notes_path: Path):
     return on_block
 
 
-def dropout_hint(dropouts: int, realtime_factor: float, slack_blocks: int) -> str | None:
+def dropout_hint(
+    dropouts: int, realtime_factor: float, slack_blocks: int, burst: int = 0
+) -> str | None:
     """What to change after a run with ``dropouts`` (None without any): a model that needs
     most of real time wants a lighter setting; otherwise the machine held the worker off for
-    longer than the slack, which more slack covers at the cost of latency."""
+    longer than the slack, which more slack covers at the cost of latency. ``burst`` of the
+    dropouts came in bursts of late callbacks (the host woke the audio thread late), which
+    only more slack covers."""
     if dropouts <= 0:
         return None
+    if burst >= dropouts:
+        return (
+            f"{dropouts} blocks came too late, all in bursts of late callbacks: the machine "
+            f"woke the audio thread later than the {slack_blocks} blocks of slack allow; "
+            f"--buffer {2 * slack_blocks} trades latency for fewer dropouts"
+        )
     if realtime_factor >= 0.8:
         return (
             f"{dropouts} blocks came too late: the model needs {realtime_factor:.0%} of real "
@@ -104,14 +114,19 @@ def dropout_hint(dropouts: int, realtime_factor: float, slack_blocks: int) -> st
     )
 
 
+def _bursts(dropouts: int, burst: int) -> str:
+    """`` (N in bursts of late callbacks)`` where there are any."""
+    return f" ({burst} in bursts of late callbacks)" if dropouts and burst else ""
+
+
 def _report(run, slack_blocks: int) -> None:
     click.echo(
         f"real-time factor {run.realtime_factor:.3f}, latency {run.latency_ms:.1f} ms, "
-        f"dropouts {run.dropouts}, overruns {run.overruns}"
-        + (f", engine errors {run.errors}" if run.errors else ""),
+        f"dropouts {run.dropouts}{_bursts(run.dropouts, run.burst_dropouts)}, "
+        f"overruns {run.overruns}" + (f", engine errors {run.errors}" if run.errors else ""),
         err=True,
     )
-    hint = dropout_hint(run.dropouts, run.realtime_factor, slack_blocks)
+    hint = dropout_hint(run.dropouts, run.realtime_factor, slack_blocks, run.burst_dropouts)
     if hint:
         click.echo(hint, err=True)
 
@@ -484,10 +499,11 @@ def _run_device(
     rtf = engine.stats.busy_seconds / max(seconds, 1e-9)
     click.echo(
         f"real-time factor {rtf:.3f}, latency {1000.0 * runner.latency_samples / sample_rate:.1f}"
-        f" ms, dropouts {runner.dropouts}, overruns {runner.overruns}, device xruns "
+        f" ms, dropouts {runner.dropouts}{_bursts(runner.dropouts, runner.burst_dropouts)},"
+        f" overruns {runner.overruns}, device xruns "
         f"{stream.stats.input_overflows + stream.stats.output_underflows}",
         err=True,
     )
-    hint = dropout_hint(runner.dropouts, rtf, runner.buffer_blocks)
+    hint = dropout_hint(runner.dropouts, rtf, runner.buffer_blocks, runner.burst_dropouts)
     if hint:
         click.echo(hint, err=True)

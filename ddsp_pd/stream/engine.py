@@ -144,6 +144,10 @@ class EngineStats:
     underruns: int = 0  # output samples the FIFO lacked (stays 0: the prime covers it)
     dropouts: int = 0  # blocks the runner answered with silence (set by the runner)
     overruns: int = 0  # input blocks the runner dropped (set by the runner)
+    # Dropouts in a burst of callbacks (set by the runner): the block that was due went in
+    # less than half the slack before, because the host woke the callback late and it
+    # caught up; no worker is on time for those.
+    burst_dropouts: int = 0
 
 
 class FramePipeline:

@@ -9,6 +9,13 @@ late block, when it comes, is dropped, so the latency stays what it was); when t
 queue is full the block is dropped and counted as an overrun. An exception in the worker
 is counted and answered with silence; nothing stops the stream.
 
+A dropout is also counted as a *burst* dropout when the block whose output was due went
+in less than half the slack earlier: the callback itself came late (the host woke its
+thread late) and then caught up with calls in quick succession, so no worker could have
+been on time. On a shared virtual machine a thread that only sleeps is woken up to 24 ms
+late a few times a minute (``benchmarks/bench_live.py --clock-minutes``), which is what
+most dropouts there are.
+
 :func:`run_file` drives the same runner from a file instead of a device: as fast as the
 worker allows (each block waits for its predecessor, like a device that is never late) or
 paced in real time (``realtime=True``, where dropouts can happen as live).
@@ -91,6 +98,10 @@ class LiveRunner:
         self.errors = 0
         self.last_error: str | None = None
         self.callbacks = 0
+        # When the last buffer_blocks + 1 callbacks came: the first is the one whose block
+        # is due now.
+        self._called: collections.deque[float] = collections.deque(maxlen=self.buffer_blocks + 1)
+        self._burst_window = 0.5 * self.buffer_blocks * self.block / engine.host_rate
 
     @property
     def latency_samples(self) -> int:
@@ -101,6 +112,11 @@ class LiveRunner:
     def dropouts(self) -> int:
         """Blocks answered with silence because the worker was late."""
         return self.engine.stats.dropouts
+
+    @property
+    def burst_dropouts(self) -> int:
+        """Dropouts in a burst of late callbacks (see the module notes)."""
+        return self.engine.stats.burst_dropouts
 
     @property
     def overruns(self) -> int:
@@ -144,6 +160,8 @@ class LiveRunner:
     def callback(self, block: np.ndarray) -> np.ndarray:
         """Hand in one input block, get one output block; never waits for the worker."""
         self.callbacks += 1
+        now = time.perf_counter()
+        self._called.append(now)
         stats = self.engine.stats
         if len(self._inputs) >= MAX_QUEUED_BLOCKS:
             stats.overruns += 1
@@ -163,6 +181,9 @@ class LiveRunner:
             return self._outputs.popleft()
         except IndexError:
             stats.dropouts += 1
+            called = self._called
+            if len(called) == called.maxlen and now - called[0] < self._burst_window:
+                stats.burst_dropouts += 1
             with self._debt_lock:
                 self._debt += 1
             return np.zeros(len(block), np.float32)
@@ -233,6 +254,8 @@ class FileRun:
     dropouts: int
     overruns: int
     errors: int
+    #: Of the dropouts, those in a burst of late callbacks (:class:`LiveRunner`).
+    burst_dropouts: int = 0
 
     @property
     def realtime_factor(self) -> float:
@@ -307,6 +330,7 @@ def run_file(
         dropouts=runner.dropouts,
         overruns=runner.overruns,
         errors=runner.errors,
+        burst_dropouts=runner.burst_dropouts,
     )
 
 
