@@ -46,6 +46,8 @@ KINDS = {
     "solo": (REFERENCE_CHECKPOINT, 0, "exact"),
     "solo-fast": (REFERENCE_CHECKPOINT, 0, "fast"),
     "solo-fast-k4": (REFERENCE_CHECKPOINT, 4, "fast"),
+    "solo-k2": (REFERENCE_CHECKPOINT, 2, "exact"),
+    "solo-k3": (REFERENCE_CHECKPOINT, 3, "exact"),
     "solo-k4": (REFERENCE_CHECKPOINT, 4, "exact"),
     "solo-k8": (REFERENCE_CHECKPOINT, 8, "exact"),
     "vst": (VST_REFERENCE / "checkpoint", 0, "exact"),

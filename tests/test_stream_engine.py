@@ -312,18 +312,17 @@ def test_a_fixture_clip_streams_at_48k_through_a_power_model():
 
 
 @needs_fixtures
-def test_the_auto_step_is_longer_for_large_models_but_in_fast_precision(model):
-    """Auto steps: 12 ms worth (3 frames at 250 frames/s) for the default, 16 ms worth for a
-    model over 2 M parameters (the solo-size fixture, 4 frames), 8 ms worth (2 frames) for
-    the latter in fast precision, 1 frame at 50 frames/s; an explicit ``frames_per_step``
-    wins."""
+def test_the_auto_step_is_shorter_for_large_models(model):
+    """Auto steps: 12 ms worth (3 frames at 250 frames/s) for the default, 8 ms worth for a
+    model over 2 M parameters (the solo-size fixture, 2 frames, in either precision), 1
+    frame at 50 frames/s; an explicit ``frames_per_step`` wins."""
     solo = open_live_model(REFERENCE_CHECKPOINT)
     solo_fast = open_live_model(REFERENCE_CHECKPOINT, precision="fast")
     vst = open_live_model(VST_REFERENCE / "checkpoint")
     assert model.model.parameter_count < 2_000_000 < solo.model.parameter_count
     assert StreamEngine(model, 48000, backend="numpy").frames_per_step == 3
-    assert StreamEngine(solo, 48000, backend="numpy").frames_per_step == 4
+    assert StreamEngine(solo, 48000, backend="numpy").frames_per_step == 2
     assert StreamEngine(solo_fast, 48000, backend="numpy").frames_per_step == 2
     assert StreamEngine(vst, 48000, backend="numpy").frames_per_step == 1
-    fixed = EngineSettings(frames_per_step=2)
-    assert StreamEngine(solo, 48000, fixed, backend="numpy").frames_per_step == 2
+    fixed = EngineSettings(frames_per_step=4)
+    assert StreamEngine(solo, 48000, fixed, backend="numpy").frames_per_step == 4

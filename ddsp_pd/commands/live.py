@@ -169,7 +169,7 @@ def _report(run, slack_blocks: int) -> None:
     show_default=True,
     help="Frames the model takes at a time: more is less CPU and more latency "
     "(0: 12 ms worth, 3 frames of a 250 frames/s model, 1 of a 50 frames/s one; "
-    "16 ms worth for a model over 2 M parameters, 8 ms with --precision fast).",
+    "8 ms worth, 2 frames, for a model over 2 M parameters).",
 )
 @click.option(
     "--noise-phase",

@@ -41,7 +41,6 @@ from ddsp_pd.stream.synth import NOISE_PHASES, StreamSynth
 
 __all__ = [
     "AUTO_STEP_MS",
-    "LARGE_FAST_STEP_MS",
     "LARGE_MODEL_PARAMETERS",
     "LARGE_STEP_MS",
     "MODES",
@@ -55,25 +54,20 @@ __all__ = [
 MODES = ("audio", "midi")
 #: Milliseconds of frames per model step when ``frames_per_step`` is 0 (auto).
 AUTO_STEP_MS = 12.0
-#: The auto steps of large models (more parameters than :data:`LARGE_MODEL_PARAMETERS`):
-#: a step is bound by reading their kernels from memory, so longer steps keep them within
-#: real time on two cores (solo-size, 4.8 M parameters: 4 frames, 4 ms more latency than
-#: 3). In ``precision="fast"`` a step reads them in 16 bits, half the traffic, and 2 frames
-#: (8 ms less latency than 4) stay within real time.
-LARGE_STEP_MS, LARGE_FAST_STEP_MS, LARGE_MODEL_PARAMETERS = 16.0, 8.0, 2_000_000
+#: The auto step of large models (more parameters than :data:`LARGE_MODEL_PARAMETERS`):
+#: shorter, because their answer to an attack builds up later, so 12 ms steps put the
+#: solo-size model's at 50.5 ms at block 256; with one compiled call per step its 2-frame
+#: steps take 0.21 of a core at 48 kHz, exact (0.15 fast), within issue 12's 0.3.
+LARGE_STEP_MS, LARGE_MODEL_PARAMETERS = 8.0, 2_000_000
 
 
 def auto_frames_per_step(model: LiveModel) -> int:
     """Frames per model step when the settings say 0 (auto): :data:`AUTO_STEP_MS` worth,
-    or for a large model :data:`LARGE_STEP_MS` worth (:data:`LARGE_FAST_STEP_MS` in
-    ``precision="fast"``); at least 1."""
+    or for a large model :data:`LARGE_STEP_MS` worth; at least 1."""
     inner = model.model
     count = getattr(inner, "parameter_count", 0)
     size = count() if callable(count) else count
-    step_ms = AUTO_STEP_MS
-    if int(size or 0) > LARGE_MODEL_PARAMETERS:
-        fast = getattr(inner, "precision", "exact") == "fast"
-        step_ms = LARGE_FAST_STEP_MS if fast else LARGE_STEP_MS
+    step_ms = LARGE_STEP_MS if int(size or 0) > LARGE_MODEL_PARAMETERS else AUTO_STEP_MS
     return max(1, round(step_ms * model.frame_rate / 1000.0))
 
 
@@ -92,8 +86,8 @@ class EngineSettings:
     tracker's range; ``frames_per_step``: frames the model takes at a time (more: less
     CPU per frame, as every step costs a fixed overhead and a large model reads all its
     weights once per step; ``frames_per_step - 1`` frames more latency); 0 (the default)
-    means :func:`auto_frames_per_step` (3 frames at 250 frames/s, 4 for a large model, 2
-    for one in fast precision, 1 at 50); ``noise_phase``: the noise filter, ``"minimum"`` (no delay,
+    means :func:`auto_frames_per_step` (3 frames at 250 frames/s, 2 for a large model, 1
+    at 50); ``noise_phase``: the noise filter, ``"minimum"`` (no delay,
     the default) or ``"linear"`` (ddsp's, 3.9 ms later at 65 bands; the stream is then the
     offline render, later): see :mod:`ddsp_pd.stream.synth`.
     """
