@@ -10,7 +10,6 @@ worker thread and queue, the engine):
 
     python benchmarks/bench_live.py [--seconds 20] [--blocks 64 256 1024] [--kinds ...]
     python benchmarks/bench_live.py --realtime-minutes 10 --kinds default --blocks 256 [--buffer 4]
-    python benchmarks/bench_live.py --clock-minutes 10 --blocks 256   # the machine's clock alone
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -32,8 +30,7 @@ from conftest import AUDIO, REFERENCE_CHECKPOINT, VST_REFERENCE  # noqa: E402
 from ddsp_pd.audio_io import load_audio  # noqa: E402
 from ddsp_pd.stream.engine import EngineSettings, StreamEngine  # noqa: E402
 from ddsp_pd.stream.models import open_live_model  # noqa: E402
-from ddsp_pd.stream.priority import request_realtime  # noqa: E402
-from ddsp_pd.stream.runner import default_buffer_blocks, run_file  # noqa: E402
+from ddsp_pd.stream.runner import run_file  # noqa: E402
 
 RATE = 48000
 #: kind -> (model, frames per step (0: the auto step), decoder precision).
@@ -94,35 +91,6 @@ def measured_latency(
     return peak * to_ms, float(np.mean(onsets)) * to_ms if onsets else float("nan")
 
 
-def clock_probe(seconds: float, block: int, buffer: int) -> None:
-    """How late this machine wakes a thread that only sleeps until each block is due (the
-    ``--realtime`` clock with no model behind it, real-time priority where allowed): a wake
-    later than the runner's slack is a dropout whatever the model costs."""
-    period = block / RATE
-    slack = (buffer or default_buffer_blocks(block, RATE)) * period
-    late = np.zeros(int(seconds / period))
-
-    def pace() -> None:
-        request_realtime()
-        start = time.perf_counter()
-        for k in range(late.size):
-            delay = start + k * period - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            late[k] = time.perf_counter() - (start + k * period)
-
-    thread = threading.Thread(target=pace)
-    thread.start()
-    thread.join()
-    q = np.quantile(late, [0.5, 0.999, 1.0]) * 1000.0
-    print(
-        f"clock, block {block}, {seconds / 60:g} min: woken late by median {q[0]:.2f} ms, "
-        f"99.9 % {q[1]:.2f} ms, max {q[2]:.1f} ms; {int((late > slack).sum())} wakes later "
-        f"than the {1000 * slack:.1f} ms of slack",
-        flush=True,
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -132,14 +100,7 @@ def main() -> None:
     parser.add_argument("--realtime-minutes", type=float, default=0.0)
     parser.add_argument("--buffer", type=int, default=0,
                         help="blocks of runner slack (0: the default, 10 ms worth)")  # fmt: skip
-    parser.add_argument("--clock-minutes", type=float, default=0.0,
-                        help="only time a thread that sleeps on the block clock (no model) "
-                        "for this long, per block size, and exit")  # fmt: skip
     args = parser.parse_args()
-    if args.clock_minutes > 0:
-        for block in args.blocks:
-            clock_probe(args.clock_minutes * 60.0, block, args.buffer)
-        return
     print(f"machine: {platform.machine()} {platform.processor() or ''}, Python "
           f"{platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
     audio = music(args.seconds)

@@ -13,7 +13,7 @@ A dropout is also counted as a *burst* dropout when the block whose output was d
 in less than half the slack earlier: the callback itself came late (the host woke its
 thread late) and then caught up with calls in quick succession, so no worker could have
 been on time. On a shared virtual machine a thread that only sleeps is woken up to 24 ms
-late a few times a minute (``benchmarks/bench_live.py --clock-minutes``), which is what
+late a few times a minute (``benchmarks/bench_hiccups.py --period-ms``), which is what
 most dropouts there are.
 
 :func:`run_file` drives the same runner from a file instead of a device: as fast as the
