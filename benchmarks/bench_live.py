@@ -100,6 +100,9 @@ def main() -> None:
     parser.add_argument("--realtime-minutes", type=float, default=0.0)
     parser.add_argument("--buffer", type=int, default=0,
                         help="blocks of runner slack (0: the default, 10 ms worth)")  # fmt: skip
+    parser.add_argument("--max-buffer", type=int, default=0,
+                        help="the realtime run's slack may grow to this many blocks at "
+                        "dropouts (0: fixed)")  # fmt: skip
     args = parser.parse_args()
     print(f"machine: {platform.machine()} {platform.processor() or ''}, Python "
           f"{platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
@@ -140,13 +143,15 @@ def main() -> None:
                 engine = StreamEngine(model, RATE, settings)
                 engine.warm_up()
                 started = time.perf_counter()
-                run = run_file(engine, long, block, buffer, realtime=True)
+                run = run_file(engine, long, block, buffer, realtime=True,
+                               max_buffer_blocks=args.max_buffer or None)  # fmt: skip
                 print(
                     f"  realtime {args.realtime_minutes:g} min: wall "
                     f"{time.perf_counter() - started:.1f} s, dropouts {run.dropouts} "
                     f"({run.burst_dropouts} in bursts of late callbacks), overruns "
                     f"{run.overruns}, errors {run.errors}, RTF {run.realtime_factor:.3f}, "
-                    f"latency {run.latency_ms:.1f} ms",
+                    f"latency {run.latency_ms:.1f} ms"
+                    + (f" (slack grew by {run.grown_blocks} blocks)" if args.max_buffer else ""),
                     flush=True,
                 )
 

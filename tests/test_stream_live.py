@@ -101,6 +101,68 @@ def test_a_late_callback_that_catches_up_counts_burst_dropouts():
     assert runner.burst_dropouts >= burst
 
 
+def test_a_growing_slack_keeps_every_block_and_covers_the_next_stall():
+    """With --max-buffer the late blocks are played, one block later each, and the slack
+    they leave covers the next stall of the same length: no dropout the second time."""
+    block, n, period = 64, 120, 0.004
+    blocks = [np.full(block, k + 1, np.float32) for k in range(n)]
+    engine = _EchoEngine(slow={10, 70}, delay=0.05)  # two 50 ms stalls, 12.5 blocks each
+    with LiveRunner(engine, block, buffer_blocks=2, limit_threads=False,
+                    max_buffer_blocks=32) as runner:  # fmt: skip
+        out = _paced(runner, blocks[:60], period)
+        runner.wait_idle(2.0)
+        first, grown = runner.dropouts, runner.buffer_blocks
+        out += _paced(runner, blocks[60:], period)
+        runner.wait_idle(2.0)
+    assert first >= 8  # the first stall costs its dropouts ...
+    assert grown == 2 + first  # ... and the slack grew by one block for each
+    # ... the second costs none (a host that stalls the pacing thread may add one)
+    assert runner.dropouts - first <= 1
+    assert runner.latency_samples == runner.buffer_blocks * block
+    values = [float(o[0]) for o in out]
+    heard = [v for v in values if v != 0.0]
+    assert heard == [float(k) for k in range(1, len(heard) + 1)]  # in order, none lost
+    assert len(heard) == n - runner.buffer_blocks
+
+
+def test_a_growing_slack_stops_at_its_limit_and_then_drops_late_blocks():
+    block, n, period = 64, 80, 0.004
+    blocks = [np.full(block, k + 1, np.float32) for k in range(n)]
+    engine = _EchoEngine(slow={10}, delay=0.05)
+    with LiveRunner(engine, block, buffer_blocks=2, limit_threads=False,
+                    max_buffer_blocks=4) as runner:  # fmt: skip
+        out = _paced(runner, blocks, period)
+        runner.wait_idle(2.0)
+    assert runner.buffer_blocks == 4 and runner.latency_samples == 4 * block
+    assert runner.dropouts > 2  # two of them grew the slack, the rest were dropped
+    values = [float(o[0]) for o in out]
+    tail = range(n - 20, n)
+    playing = [k for k in tail if values[k] != 0.0]
+    assert [values[k] for k in playing] == [float(k - 3) for k in playing]  # 4 blocks late
+    assert len(playing) >= 18, [values[k] for k in tail]
+
+
+def test_a_fixed_slack_does_not_grow():
+    engine = _EchoEngine(slow={10}, delay=0.05)
+    blocks = [np.full(64, k + 1, np.float32) for k in range(40)]
+    with LiveRunner(engine, 64, buffer_blocks=2, limit_threads=False) as runner:
+        _paced(runner, blocks, 0.004)
+        runner.wait_idle(2.0)
+    assert runner.dropouts >= 8
+    assert runner.buffer_blocks == 2 == runner.max_buffer_blocks
+
+
+def test_a_file_run_with_a_growing_slack_keeps_the_end_of_the_input():
+    engine = _EchoEngine(slow={5}, delay=0.05)
+    x = np.arange(1, 64 * 60 + 1, dtype=np.float32)
+    run = run_file(engine, x, 64, buffer_blocks=2, realtime=True, max_buffer_blocks=40)
+    assert run.grown_blocks >= 8 and run.dropouts >= run.grown_blocks
+    assert run.latency_samples == (2 + run.grown_blocks) * 64
+    # Every input sample comes out once, in order: nothing was dropped, the tail is there.
+    heard = run.audio[run.audio != 0.0]
+    np.testing.assert_array_equal(heard, x)
+
+
 def test_an_engine_error_plays_silence_and_the_stream_goes_on():
     block = 64
     engine = _EchoEngine(broken={3})
@@ -166,7 +228,8 @@ def test_live_help_names_every_option():
                    "--block", "--checkpoint", "--port", "--file", "--output", "--realtime",
                    "--mode", "--octave", "--loudness", "--confidence", "--adjust",
                    "--adjust-mode", "--quiet", "--autotune", "--note-threshold", "--seed",
-                   "--notes", "--buffer", "--noise-phase", "--frames"):  # fmt: skip
+                   "--notes", "--buffer", "--max-buffer", "--noise-phase",
+                   "--frames"):  # fmt: skip
         assert option in result.output, option
 
 
@@ -184,6 +247,7 @@ def test_dropouts_come_with_what_to_change():
     assert dropout_hint(0, 0.9, 2) is None
     stalled = dropout_hint(7, 0.1, 2)
     assert "7 blocks came too late" in stalled and "--buffer 4" in stalled
+    assert "--max-buffer 4" in stalled
     overloaded = dropout_hint(3, 0.95, 2)
     assert "95%" in overloaded and "--precision fast" in overloaded and "--buffer" not in overloaded
     bursts = dropout_hint(4, 0.1, 2, burst=4)
@@ -195,7 +259,8 @@ def test_a_file_run_with_dropouts_says_what_to_change(tone_file, tmp_path, monke
     import ddsp_pd.stream.runner as runner_module
     from ddsp_pd.stream.runner import FileRun
 
-    def dropping(engine, audio, block, buffer_blocks=None, realtime=False, on_block=None):
+    def dropping(engine, audio, block, buffer_blocks=None, realtime=False, on_block=None,
+                 max_buffer_blocks=None):
         return FileRun(np.zeros(audio.size, np.float32), engine.host_rate, 1.0, 1.0, 0.1,
                        0, dropouts=5, overruns=0, errors=0)  # fmt: skip
 
@@ -206,6 +271,37 @@ def test_a_file_run_with_dropouts_says_what_to_change(tone_file, tmp_path, monke
     assert result.exit_code == 0, result.output
     assert "dropouts 5" in result.output
     assert "5 blocks came too late" in result.output and "--buffer 6" in result.output
+
+
+def test_a_file_run_whose_slack_grew_says_so(tone_file, tmp_path, monkeypatch):
+    import ddsp_pd.stream.runner as runner_module
+    from ddsp_pd.stream.runner import FileRun
+
+    seen = {}
+
+    def growing(engine, audio, block, buffer_blocks=None, realtime=False, on_block=None,
+                max_buffer_blocks=None):  # fmt: skip
+        seen["max"] = max_buffer_blocks
+        return FileRun(np.zeros(audio.size, np.float32), engine.host_rate, 1.0, 1.0, 0.1,
+                       5 * 256, dropouts=3, overruns=0, errors=0, grown_blocks=3)  # fmt: skip
+
+    monkeypatch.setattr(runner_module, "run_file", growing)
+    out = tmp_path / "out.wav"
+    args = ["live", "--file", str(tone_file), "-o", str(out), "--block", "256", "--buffer", "2",
+            "--max-buffer", "6"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert seen["max"] == 6
+    assert "the slack grew from 2 to 5 blocks" in result.output
+    assert "--buffer 10" in result.output  # the hint counts the slack it ended with
+
+
+def test_a_max_buffer_below_the_buffer_is_a_usage_error(tone_file, tmp_path):
+    args = ["live", "--file", str(tone_file), "-o", str(tmp_path / "o.wav"), "--buffer", "4",
+            "--max-buffer", "2"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert "--max-buffer 2 is below --buffer 4" in result.output
 
 
 def test_live_file_mode_writes_what_a_listener_hears(tone_file, tmp_path):

@@ -100,7 +100,8 @@ def dropout_hint(
         return (
             f"{dropouts} blocks came too late, all in bursts of late callbacks: the machine "
             f"woke the audio thread later than the {slack_blocks} blocks of slack allow; "
-            f"--buffer {2 * slack_blocks} trades latency for fewer dropouts"
+            f"--buffer {2 * slack_blocks} trades latency for fewer dropouts, --max-buffer "
+            f"{2 * slack_blocks} only once they come"
         )
     if realtime_factor >= 0.8:
         return (
@@ -110,7 +111,7 @@ def dropout_hint(
     return (
         f"{dropouts} blocks came too late: the machine held the worker off for longer than the "
         f"{slack_blocks} blocks of slack; --buffer {2 * slack_blocks} trades latency for fewer "
-        "dropouts"
+        f"dropouts, --max-buffer {2 * slack_blocks} only once they come"
     )
 
 
@@ -119,13 +120,26 @@ def _bursts(dropouts: int, burst: int) -> str:
     return f" ({burst} in bursts of late callbacks)" if dropouts and burst else ""
 
 
-def _report(run, slack_blocks: int) -> None:
+def _grew(start_blocks: int, grown: int, latency_ms: float) -> str:
+    """The line that says the slack grew (empty when it did not)."""
+    if grown <= 0:
+        return ""
+    return (
+        f"the slack grew from {start_blocks} to {start_blocks + grown} blocks at dropouts "
+        f"(--max-buffer): latency now {latency_ms:.1f} ms"
+    )
+
+
+def _report(run, slack_blocks: int, grown: int = 0) -> None:
     click.echo(
         f"real-time factor {run.realtime_factor:.3f}, latency {run.latency_ms:.1f} ms, "
         f"dropouts {run.dropouts}{_bursts(run.dropouts, run.burst_dropouts)}, "
         f"overruns {run.overruns}" + (f", engine errors {run.errors}" if run.errors else ""),
         err=True,
     )
+    grew = _grew(slack_blocks - grown, grown, run.latency_ms)
+    if grew:
+        click.echo(grew, err=True)
     hint = dropout_hint(run.dropouts, run.realtime_factor, slack_blocks, run.burst_dropouts)
     if hint:
         click.echo(hint, err=True)
@@ -161,6 +175,14 @@ def _report(run, slack_blocks: int) -> None:
     type=click.IntRange(1, 64),
     default=None,
     help="Blocks of slack between the callback and the model [default: 10 ms worth].",
+)
+@click.option(
+    "--max-buffer",
+    "max_buffer_blocks",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Let the slack grow by a block at each dropout, up to this many blocks: no block "
+    "is lost and the latency grows with it [default: --buffer, fixed].",
 )
 @click.option(
     "--frames",
@@ -284,6 +306,7 @@ def command(
     sample_rate: int | None,
     block: int,
     buffer_blocks: int | None,
+    max_buffer_blocks: int | None,
     frames: int,
     noise_phase: str,
     mode: str,
@@ -323,15 +346,20 @@ def command(
             raise click.UsageError("--file and --output go together")
         if notes_path is not None and (file_path is None or mode != "midi"):
             raise click.UsageError("--notes needs --file and --mode midi")
+        if max_buffer_blocks and buffer_blocks and max_buffer_blocks < buffer_blocks:
+            raise click.UsageError(
+                f"--max-buffer {max_buffer_blocks} is below --buffer {buffer_blocks}"
+            )
         if file_path is not None:
             _run_file(
                 file_path, output, checkpoint, settings, sample_rate, block, buffer_blocks,
-                realtime, notes_path, port, host, precision,
+                realtime, notes_path, port, host, precision, max_buffer_blocks,
             )  # fmt: skip
         else:
             _run_device(
                 checkpoint, settings, input_device, output_device, sample_rate, block,
                 buffer_blocks, duration, 9001 if port is None else port, host, precision,
+                max_buffer_blocks,
             )  # fmt: skip
     except DdspPdError as exc:
         raise click.ClickException(str(exc)) from None
@@ -392,6 +420,7 @@ def _run_file(
     port: int | None,
     host: str,
     precision: str = "exact",
+    max_buffer_blocks: int | None = None,
 ) -> None:
     from ddsp_pd.audio_io import output_format, probe_audio, write_audio_atomic
     from ddsp_pd.errors import OutputError
@@ -418,12 +447,14 @@ def _run_file(
     server = _osc(engine, port, host, stats)
     on_block = _schedule_notes(engine, notes_path) if notes_path is not None else None
     try:
-        run = run_file(engine, audio, block, buffer_blocks, realtime, on_block=on_block)
+        run = run_file(engine, audio, block, buffer_blocks, realtime, on_block=on_block,
+                       max_buffer_blocks=max_buffer_blocks)  # fmt: skip
     finally:
         if server is not None:
             server.stop()
     write_audio_atomic(output, run.audio, run.sample_rate, fmt, subtype)
-    _report(run, buffer_blocks or default_buffer_blocks(block, rate))
+    start_blocks = buffer_blocks or default_buffer_blocks(block, rate)
+    _report(run, start_blocks + run.grown_blocks, run.grown_blocks)
     click.echo(f"wrote {output} ({len(run.audio) / run.sample_rate:.2f} s at {rate} Hz)")
 
 
@@ -439,6 +470,7 @@ def _run_device(
     port: int,
     host: str,
     precision: str = "exact",
+    max_buffer_blocks: int | None = None,
 ) -> None:
     from ddsp_pd.stream.devices import DeviceStream, resolve_device
     from ddsp_pd.stream.runner import LiveRunner
@@ -452,7 +484,7 @@ def _run_device(
     probe = DeviceStream(lambda x: x, sample_rate, block, input_device, output_device,
                          output_only=settings.mode == "midi" and input_device is None)  # fmt: skip
     engine = _open(checkpoint, sample_rate, settings, precision)
-    runner = LiveRunner(engine, block, buffer_blocks)
+    runner = LiveRunner(engine, block, buffer_blocks, max_buffer_blocks=max_buffer_blocks)
     # The callback thread must get the interpreter lock quickly: the default switch
     # interval (5 ms) is as long as a block.
     sys.setswitchinterval(0.001)
@@ -504,6 +536,11 @@ def _run_device(
         f"{stream.stats.input_overflows + stream.stats.output_underflows}",
         err=True,
     )
+    grew = _grew(runner.initial_buffer_blocks,
+                 runner.buffer_blocks - runner.initial_buffer_blocks,
+                 1000.0 * runner.latency_samples / sample_rate)  # fmt: skip
+    if grew:
+        click.echo(grew, err=True)
     hint = dropout_hint(runner.dropouts, rtf, runner.buffer_blocks, runner.burst_dropouts)
     if hint:
         click.echo(hint, err=True)

@@ -16,6 +16,13 @@ been on time. On a shared virtual machine a thread that only sleeps is woken up 
 late a few times a minute (``benchmarks/bench_hiccups.py --period-ms``), which is what
 most dropouts there are.
 
+With ``max_buffer_blocks`` above ``buffer_blocks`` the slack adapts: at a dropout the late
+block is kept and played when it comes instead of dropped, so the stream goes on one block
+later and the slack (and the latency) has grown by one block, up to ``max_buffer_blocks``.
+A burst of late callbacks then costs its dropouts once, and the slack it leaves behind is
+what covers the next burst of the same length. Past the limit, late blocks are dropped as
+with a fixed slack.
+
 :func:`run_file` drives the same runner from a file instead of a device: as fast as the
 worker allows (each block waits for its predecessor, like a device that is never late) or
 paced in real time (``realtime=True``, where dropouts can happen as live).
@@ -59,8 +66,10 @@ class LiveRunner:
     """An engine on a worker thread, behind :meth:`callback`.
 
     ``block`` is the callback's block size (every call must pass that many samples);
-    ``buffer_blocks`` the blocks of slack (see the module notes); ``realtime_priority``:
-    the worker asks for real-time scheduling (:mod:`ddsp_pd.stream.priority`).
+    ``buffer_blocks`` the blocks of slack (see the module notes); ``max_buffer_blocks`` the
+    most the slack may grow to after dropouts (None: it stays ``buffer_blocks``);
+    ``realtime_priority``: the worker asks for real-time scheduling
+    (:mod:`ddsp_pd.stream.priority`).
     """
 
     #: Runners started and not stopped, in this process.
@@ -73,10 +82,14 @@ class LiveRunner:
         buffer_blocks: int | None = None,
         limit_threads: bool = True,
         realtime_priority: bool = True,
+        max_buffer_blocks: int | None = None,
     ) -> None:
         self.engine = engine
         self.block = int(block)
         self.buffer_blocks = int(buffer_blocks or default_buffer_blocks(block, engine.host_rate))
+        #: The slack the runner started with (``buffer_blocks`` may grow from it).
+        self.initial_buffer_blocks = self.buffer_blocks
+        self.max_buffer_blocks = max(self.buffer_blocks, int(max_buffer_blocks or 0))
         self.limit_threads = limit_threads
         self.realtime_priority = realtime_priority
         #: Whether the worker got real-time scheduling (known once it runs).
@@ -107,6 +120,11 @@ class LiveRunner:
     def latency_samples(self) -> int:
         """Input to output through the runner: the engine's latency plus the slack."""
         return self.engine.latency_samples + self.buffer_blocks * self.block
+
+    @property
+    def max_latency_samples(self) -> int:
+        """The latency once the slack has grown to ``max_buffer_blocks``."""
+        return self.engine.latency_samples + self.max_buffer_blocks * self.block
 
     @property
     def dropouts(self) -> int:
@@ -184,9 +202,18 @@ class LiveRunner:
             called = self._called
             if len(called) == called.maxlen and now - called[0] < self._burst_window:
                 stats.burst_dropouts += 1
-            with self._debt_lock:
-                self._debt += 1
+            if self.buffer_blocks < self.max_buffer_blocks:
+                self._grow()
+            else:
+                with self._debt_lock:
+                    self._debt += 1
             return np.zeros(len(block), np.float32)
+
+    def _grow(self) -> None:
+        """One block more slack: the late block will be played, one block later."""
+        self.buffer_blocks += 1
+        self._called = collections.deque(self._called, maxlen=self.buffer_blocks + 1)
+        self._burst_window = 0.5 * self.buffer_blocks * self.block / self.engine.host_rate
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Wait until the worker has processed every queued block (for file runs)."""
@@ -256,6 +283,9 @@ class FileRun:
     errors: int
     #: Of the dropouts, those in a burst of late callbacks (:class:`LiveRunner`).
     burst_dropouts: int = 0
+    #: Blocks the slack grew by after dropouts (``max_buffer_blocks``); ``latency_samples``
+    #: is the latency at the end, after them.
+    grown_blocks: int = 0
 
     @property
     def realtime_factor(self) -> float:
@@ -276,17 +306,19 @@ def run_file(
     realtime: bool = False,
     tail: bool = True,
     on_block: Callable[[int, float], None] | None = None,
+    max_buffer_blocks: int | None = None,
 ) -> FileRun:
     """Stream mono ``audio`` (at the engine's host rate) through a :class:`LiveRunner`.
 
     Returns what a listener would hear: the callback's outputs joined, with ``tail``
     enough extra silence fed in for the end of the input to come out. ``on_block(k, t)``
     is called before block k with the stream time t in seconds (notes and controls can be
-    sent from there, as from a Pd patch).
+    sent from there, as from a Pd patch). ``max_buffer_blocks``: the slack may grow after
+    dropouts (:class:`LiveRunner`), and what comes out after a dropout is later by a block.
     """
     x = np.asarray(audio, np.float32).reshape(-1)
-    runner = LiveRunner(engine, block, buffer_blocks)
-    extra = runner.latency_samples if tail else 0
+    runner = LiveRunner(engine, block, buffer_blocks, max_buffer_blocks=max_buffer_blocks)
+    extra = runner.max_latency_samples if tail else 0
     total = x.size + extra
     n_blocks = -(-total // block)
     padded = np.zeros(n_blocks * block, np.float32)
@@ -331,6 +363,7 @@ def run_file(
         overruns=runner.overruns,
         errors=runner.errors,
         burst_dropouts=runner.burst_dropouts,
+        grown_blocks=runner.buffer_blocks - runner.initial_buffer_blocks,
     )
 
 
