@@ -260,7 +260,7 @@ def test_a_file_run_with_dropouts_says_what_to_change(tone_file, tmp_path, monke
     from ddsp_pd.stream.runner import FileRun
 
     def dropping(engine, audio, block, buffer_blocks=None, realtime=False, on_block=None,
-                 max_buffer_blocks=None):
+                 max_buffer_blocks=None, on_start=None):
         return FileRun(np.zeros(audio.size, np.float32), engine.host_rate, 1.0, 1.0, 0.1,
                        0, dropouts=5, overruns=0, errors=0)  # fmt: skip
 
@@ -280,7 +280,7 @@ def test_a_file_run_whose_slack_grew_says_so(tone_file, tmp_path, monkeypatch):
     seen = {}
 
     def growing(engine, audio, block, buffer_blocks=None, realtime=False, on_block=None,
-                max_buffer_blocks=None):  # fmt: skip
+                max_buffer_blocks=None, on_start=None):  # fmt: skip
         seen["max"] = max_buffer_blocks
         return FileRun(np.zeros(audio.size, np.float32), engine.host_rate, 1.0, 1.0, 0.1,
                        5 * 256, dropouts=3, overruns=0, errors=0, grown_blocks=3)  # fmt: skip
@@ -427,6 +427,7 @@ def test_osc_notes_in_realtime_file_mode_play_the_notes(tmp_path):
         assert ready, "no /ddsp/ready from ddsp-pd live"
         started = time.monotonic()
         stats = threading.Event()
+        reported: list[float] = []
 
         def listen():
             while not stats.is_set() and time.monotonic() - started < 20:
@@ -436,6 +437,7 @@ def test_osc_notes_in_realtime_file_mode_play_the_notes(tmp_path):
                     continue
                 for m in OscPacket(data).messages:
                     if m.message.address == "/ddsp/live/stats":
+                        reported.append(float(m.message.params[1]))
                         stats.set()
 
         listener = threading.Thread(target=listen, daemon=True)
@@ -455,6 +457,9 @@ def test_osc_notes_in_realtime_file_mode_play_the_notes(tmp_path):
         client.close()
     assert proc.returncode == 0, err
     assert stats.is_set(), "no /ddsp/live/stats arrived"
+    # The stats' latency is the one the summary prints: the engine's plus the runner's slack.
+    summary = float(re.search(r"latency ([0-9.]+) ms, dropouts", err).group(1))
+    assert abs(reported[0] - summary) < 0.05, (reported, summary)
     audio, _ = sf.read(out, dtype="float32")
     # The stream's clock and the sender's differ by the start-up: take the best alignment.
     f0 = track(audio)

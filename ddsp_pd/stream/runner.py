@@ -307,6 +307,7 @@ def run_file(
     tail: bool = True,
     on_block: Callable[[int, float], None] | None = None,
     max_buffer_blocks: int | None = None,
+    on_start: Callable[[LiveRunner], None] | None = None,
 ) -> FileRun:
     """Stream mono ``audio`` (at the engine's host rate) through a :class:`LiveRunner`.
 
@@ -315,9 +316,12 @@ def run_file(
     is called before block k with the stream time t in seconds (notes and controls can be
     sent from there, as from a Pd patch). ``max_buffer_blocks``: the slack may grow after
     dropouts (:class:`LiveRunner`), and what comes out after a dropout is later by a block.
+    ``on_start(runner)`` is called once before the first block (to report its latency live).
     """
     x = np.asarray(audio, np.float32).reshape(-1)
     runner = LiveRunner(engine, block, buffer_blocks, max_buffer_blocks=max_buffer_blocks)
+    if on_start is not None:
+        on_start(runner)
     extra = runner.max_latency_samples if tail else 0
     total = x.size + extra
     n_blocks = -(-total // block)
