@@ -130,14 +130,15 @@ def _grew(start_blocks: int, grown: int, latency_ms: float) -> str:
     )
 
 
-def _report(run, slack_blocks: int, grown: int = 0) -> None:
+def _report(run, start_blocks: int) -> None:
     click.echo(
         f"real-time factor {run.realtime_factor:.3f}, latency {run.latency_ms:.1f} ms, "
         f"dropouts {run.dropouts}{_bursts(run.dropouts, run.burst_dropouts)}, "
         f"overruns {run.overruns}" + (f", engine errors {run.errors}" if run.errors else ""),
         err=True,
     )
-    grew = _grew(slack_blocks - grown, grown, run.latency_ms)
+    slack_blocks = start_blocks + run.grown_blocks
+    grew = _grew(start_blocks, run.grown_blocks, run.latency_ms)
     if grew:
         click.echo(grew, err=True)
     hint = dropout_hint(run.dropouts, run.realtime_factor, slack_blocks, run.burst_dropouts)
@@ -455,8 +456,7 @@ def _run_file(
         if server is not None:
             server.stop()
     write_audio_atomic(output, run.audio, run.sample_rate, fmt, subtype)
-    start_blocks = buffer_blocks or default_buffer_blocks(block, rate)
-    _report(run, start_blocks + run.grown_blocks, run.grown_blocks)
+    _report(run, buffer_blocks or default_buffer_blocks(block, rate))
     click.echo(f"wrote {output} ({len(run.audio) / run.sample_rate:.2f} s at {rate} Hz)")
 
 
@@ -538,8 +538,7 @@ def _run_device(
         f"{stream.stats.input_overflows + stream.stats.output_underflows}",
         err=True,
     )
-    grew = _grew(runner.initial_buffer_blocks,
-                 runner.buffer_blocks - runner.initial_buffer_blocks,
+    grew = _grew(runner.initial_buffer_blocks, runner.grown_blocks,
                  1000.0 * runner.latency_samples / sample_rate)  # fmt: skip
     if grew:
         click.echo(grew, err=True)

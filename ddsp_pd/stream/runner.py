@@ -122,6 +122,11 @@ class LiveRunner:
         return self.engine.latency_samples + self.buffer_blocks * self.block
 
     @property
+    def grown_blocks(self) -> int:
+        """Blocks the slack has grown by after dropouts (``max_buffer_blocks``)."""
+        return self.buffer_blocks - self.initial_buffer_blocks
+
+    @property
     def max_latency_samples(self) -> int:
         """The latency once the slack has grown to ``max_buffer_blocks``."""
         return self.engine.latency_samples + self.max_buffer_blocks * self.block
@@ -367,7 +372,7 @@ def run_file(
         overruns=runner.overruns,
         errors=runner.errors,
         burst_dropouts=runner.burst_dropouts,
-        grown_blocks=runner.buffer_blocks - runner.initial_buffer_blocks,
+        grown_blocks=runner.grown_blocks,
     )
 
 
