@@ -24,6 +24,7 @@ __all__ = [
     "gru_recurrence",
     "harmonic_bank",
     "layer_norm_leaky",
+    "scaled_controls",
     "warm_up",
 ]
 
@@ -508,6 +509,40 @@ def harmonic_bank(
     return phase
 
 
+@_jit
+def _exp_sigmoid_row(x, bias, log_exponent, max_value, threshold, out):  # pragma: no cover
+    for i in range(x.shape[0]):
+        v = x[i] + bias
+        e = np.exp(-abs(v))
+        s = (np.float32(1.0) if v >= 0 else e) / (np.float32(1.0) + e)
+        out[i] = max_value * s**log_exponent + threshold
+
+
+@_jit
+def scaled_controls(  # pragma: no cover - compiled
+    amps_raw, dist_raw, noise_raw, f0, nyquist, normalize, bias, log_exponent, max_value,
+    threshold, amps, dist, mags,
+):
+    rows, k = dist_raw.shape
+    zero = np.float32(0.0)
+    for r in range(rows):
+        _exp_sigmoid_row(amps_raw[r], zero, log_exponent, max_value, threshold, amps[r])
+        _exp_sigmoid_row(noise_raw[r], bias, log_exponent, max_value, threshold, mags[r])
+        row = dist[r]
+        _exp_sigmoid_row(dist_raw[r], zero, log_exponent, max_value, threshold, row)
+        if normalize:
+            for j in range(k):
+                if f0[r] * np.float32(j + 1) >= nyquist:
+                    row[j] = zero
+        total = zero
+        for j in range(k):
+            total += row[j]
+        if total == zero:
+            total = np.float32(1e-7)
+        for j in range(k):
+            row[j] = row[j] / total
+
+
 def warm_up() -> None:
     """Load (or compile) every kernel for the argument types inference uses."""
     f32 = np.float32
@@ -575,4 +610,9 @@ def warm_up() -> None:
         np.ones(hop, f32),
         np.zeros(hop, f32),
         np.zeros(2 * hop, f32),
+    )
+    ones = np.ones((2, 3), f32)
+    scaled_controls(
+        ones[:, :1], ones, ones, np.ones(2, f32), f32(8000.0), True, f32(-5.0), f32(2.3),
+        f32(2.0), f32(1e-7), np.zeros((2, 1), f32), np.zeros((2, 3), f32), np.zeros((2, 3), f32),
     )

@@ -26,7 +26,7 @@ import importlib.util
 import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,6 +52,7 @@ __all__ = [
     "harmonic_bank",
     "layer_norm_leaky",
     "resolve_backend",
+    "scaled_controls",
     "single_blas_thread",
     "worker_threads",
 ]
@@ -567,3 +568,43 @@ def _harmonic_chunk_numpy(
             im *= cos1
             im += t1
     return end
+
+
+# ------------------------------------------------------------------ scaled controls
+
+
+def scaled_controls(
+    raw: Mapping[str, np.ndarray],
+    f0_hz: np.ndarray,
+    nyquist: float,
+    normalize: bool,
+    bias: float,
+    exponent: float,
+    max_value: float,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`~ddsp_pd.inference.synth.harmonic_controls` and
+    :func:`~ddsp_pd.inference.synth.noise_magnitudes` of a few frames in one compiled call:
+    ``(amplitudes, distribution, noise magnitudes)`` shaped as ``raw``'s arrays, or None
+    where that does not pay (many rows, or the compiled kernels not loaded: the numpy
+    functions then). A live step's dozen small array operations cost ~50 us; this ~3."""
+    amps_raw = raw["amps"]
+    if not _loaded or amps_raw.ndim != 3 or amps_raw.shape[0] * amps_raw.shape[1] > FEW_ROWS_MAX:
+        return None
+    shape = amps_raw.shape[:2]
+    rows = shape[0] * shape[1]
+    f0 = np.asarray(f0_hz, np.float32).reshape(-1)
+    if f0.size != rows:
+        return None
+
+    def flat(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, np.float32).reshape(rows, -1)
+
+    a, d, n = flat(amps_raw), flat(raw["harmonic_distribution"]), flat(raw["noise_magnitudes"])
+    amps, dist, mags = np.empty_like(a), np.empty_like(d), np.empty_like(n)
+    f32 = np.float32
+    _compiled().scaled_controls(
+        a, d, n, f0, f32(nyquist), bool(normalize), f32(bias), f32(math.log(exponent)),
+        f32(max_value), f32(threshold), amps, dist, mags,
+    )  # fmt: skip
+    return (amps.reshape(*shape, -1), dist.reshape(*shape, -1), mags.reshape(*shape, -1))

@@ -294,6 +294,13 @@ class InferenceModel:
         """Scaled synthesiser controls from raw decoder outputs."""
         c = self.config
         scale = (c.exp_sigmoid_exponent, c.exp_sigmoid_max_value, c.exp_sigmoid_threshold)
+        few = kernels_module.scaled_controls(raw, f0_hz, c.sample_rate / 2.0,
+                                            c.normalize_below_nyquist, c.noise_initial_bias,
+                                            *scale)  # fmt: skip
+        if few is not None:
+            amps, dist, mags = few
+            return {"harmonic_amplitudes": amps, "harmonic_distribution": dist,
+                    "noise_magnitudes": mags}  # fmt: skip
         amps, dist = isynth.harmonic_controls(
             raw["amps"],
             raw["harmonic_distribution"],

@@ -143,15 +143,20 @@ def hann_window(size: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(_TWO_PI * n / denominator)).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=16)
 def _frame_weights(hop: int, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample weights ``[hop]`` of a frame and of the next one."""
+    """Per-sample weights ``[hop]`` of a frame and of the next one. Cached (a live step of
+    a few frames spent 13 us making them again): callers must not write to them (they are
+    not flagged read-only, as numba would compile its kernels again for such arrays)."""
     if method == "window":
         window = hann_window(2 * hop)
-        return window[hop:], window[:hop]
-    if method == "linear":
+        this, following = window[hop:], window[:hop]
+    elif method == "linear":
         frac = np.arange(hop, dtype=np.float32) / np.float32(hop)
-        return np.float32(1.0) - frac, frac
-    raise ValueError(f"unknown amplitude resampling method {method!r}")
+        this, following = np.float32(1.0) - frac, frac
+    else:
+        raise ValueError(f"unknown amplitude resampling method {method!r}")
+    return this, following
 
 
 def _with_next(x: np.ndarray, last_next: np.ndarray | None = None) -> np.ndarray:
@@ -499,12 +504,26 @@ def minimum_phase_spectra(magnitudes: np.ndarray, window_size: int, fft_size: in
     peak = np.max(response, axis=-1, keepdims=True)
     np.maximum(response, np.maximum(peak * np.float32(_MIN_PHASE_FLOOR), np.float32(1e-30)),
                out=response)  # fmt: skip
-    cepstrum = np.fft.irfft(np.log(response), dense, axis=-1)
+    np.log(response, out=response)
+    # Cepstrum, fold and spectrum are linear in the log magnitudes: one product (a live
+    # step's two frames: 24 us instead of 42 for two FFTs and the folding).
+    log_spectrum = (response @ _cepstral_fold_operator(dense, fft_size)).view(np.complex64)
+    return np.exp(log_spectrum)
+
+
+@functools.lru_cache(maxsize=16)
+def _cepstral_fold_operator(dense: int, fft_size: int) -> np.ndarray:
+    """``[dense // 2 + 1, 2 (fft_size // 2 + 1)]`` float32: log magnitudes on the dense
+    grid times this, viewed as complex64, is the log spectrum of the minimum-phase
+    response at ``fft_size`` (real cepstrum, folded onto positive quefrencies, back to a
+    spectrum, every ``dense // fft_size``-th bin)."""
+    cepstra = np.fft.irfft(np.eye(dense // 2 + 1), dense, axis=-1)
     half = dense // 2
-    cepstrum[:, 1:half] *= 2.0
-    cepstrum[:, half + 1 :] = 0.0
-    spectrum = np.exp(np.fft.rfft(cepstrum, axis=-1)[:, :: dense // fft_size])
-    return spectrum.astype(np.complex64, copy=False)
+    cepstra[:, 1:half] *= 2.0
+    cepstra[:, half + 1 :] = 0.0
+    spectra = np.fft.rfft(cepstra, axis=-1)[:, :: dense // fft_size]
+    interleaved = np.stack([spectra.real, spectra.imag], axis=-1).reshape(spectra.shape[0], -1)
+    return np.ascontiguousarray(interleaved, dtype=np.float32)
 
 
 def _next_pow2(n: int) -> int:
