@@ -109,6 +109,37 @@ def test_harmonic_bank_backends_agree_and_carry_the_phase():
     np.testing.assert_allclose(np.concatenate([first, second]), got, rtol=0, atol=1e-6)
 
 
+@needs_compiled
+@pytest.mark.parametrize("normalize", [True, False])
+def test_scaled_controls_of_a_few_frames_match_the_numpy_functions(normalize):
+    # A live step's controls go through one compiled call; offline renders through numpy.
+    rng = np.random.default_rng(5)
+    frames, k, bands = 3, 60, 65
+    raw = {
+        "amps": rng.normal(0, 3, (1, frames, 1)).astype(np.float32),
+        "harmonic_distribution": rng.normal(0, 3, (1, frames, k)).astype(np.float32),
+        "noise_magnitudes": rng.normal(0, 3, (1, frames, bands)).astype(np.float32),
+    }
+    raw["harmonic_distribution"][0, 1] = -200.0  # a frame whose distribution underflows
+    f0 = np.array([[220.0, 440.0, 7990.0]], np.float32)  # the last above Nyquist from k = 2
+    scale = (10.0, 2.0, 1e-7)
+    kernels._compiled()  # loaded, as in a live stream
+    got = kernels.scaled_controls(raw, f0, 8000.0, normalize, -5.0, *scale)
+    assert got is not None
+    amps, dist = isynth.harmonic_controls(raw["amps"], raw["harmonic_distribution"], f0,
+                                          16000.0, normalize, *scale)  # fmt: skip
+    mags = isynth.noise_magnitudes(raw["noise_magnitudes"], -5.0, *scale)
+    for g, want in zip(got, (amps, dist, mags), strict=True):
+        assert g.shape == want.shape
+        np.testing.assert_allclose(g, want, rtol=2e-6, atol=1e-12)
+    if normalize:
+        assert np.all(got[1][0, 2, 1:] == 0.0)
+    # Many rows are the numpy functions' work.
+    many = {name: np.repeat(x, 4, axis=1) for name, x in raw.items()}
+    assert kernels.scaled_controls(many, np.repeat(f0, 4, axis=1), 8000.0, normalize, -5.0,
+                                   *scale) is None  # fmt: skip
+
+
 def test_auto_backend_is_numpy_for_short_clips_in_a_fresh_process(monkeypatch):
     monkeypatch.setattr(kernels, "_loaded", False)
     assert kernels.auto_backend(2500) == "numpy"

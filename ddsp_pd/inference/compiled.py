@@ -613,6 +613,6 @@ def warm_up() -> None:
     )
     ones = np.ones((2, 3), f32)
     scaled_controls(
-        ones[:, :1], ones, ones, np.ones(2, f32), f32(8000.0), True, f32(-5.0), f32(2.3),
+        np.ones((2, 1), f32), ones, ones, np.ones(2, f32), f32(8000.0), True, f32(-5.0), f32(2.3),
         f32(2.0), f32(1e-7), np.zeros((2, 1), f32), np.zeros((2, 3), f32), np.zeros((2, 3), f32),
     )
