@@ -89,7 +89,7 @@ class Ramp:
 
     def next(self, n: int) -> np.ndarray:
         """The values of the next ``n`` frames (float64)."""
-        if self.value == self.target or n == 0:
+        if self.settled or n == 0:
             return np.full(n, self.value)
         values = self.value + self._step * np.arange(1, n + 1)
         done = (values - self.target) * np.sign(self._step) >= 0
